@@ -1,0 +1,1 @@
+"""Inspect: the GUI-free inspection core and the dashboard."""

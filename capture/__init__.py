@@ -1,0 +1,1 @@
+"""Capture: image sources, part framing, image files and good-only image sets."""

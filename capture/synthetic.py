@@ -1,0 +1,273 @@
+"""Synthetic machined parts: a hex nut on a plain background, good or with a drawn defect.
+
+This is the demo's camera and the tests' data. Everything is deterministic by seed:
+one image depends only on (seed, split, index), never on how many images are made.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from capture.imageio import write_image_atomic
+
+DEFECT_CLASSES: tuple[str, ...] = ("scratch", "dent", "missing", "stain", "burn")
+GOOD = "good"
+BACKGROUND_BGR = np.array([74.0, 70.0, 66.0], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """Everything that makes one part's picture: pose, light, noise seed and defect."""
+
+    dx: float
+    dy: float
+    angle_deg: float
+    light: float
+    noise_seed: int
+    defect: str = GOOD
+    defect_seed: int = 0
+
+
+def random_spec(rng: np.random.Generator, defect: str = GOOD) -> PartSpec:
+    """Pose jitter of a few pixels and degrees, ±10 % light, as real good parts vary."""
+    if defect != GOOD and defect not in DEFECT_CLASSES:
+        raise ValueError(f"unknown defect class {defect!r}; known: {', '.join(DEFECT_CLASSES)}")
+    return PartSpec(
+        dx=float(rng.uniform(-4, 4)),
+        dy=float(rng.uniform(-4, 4)),
+        angle_deg=float(rng.uniform(-4, 4)),
+        light=float(rng.uniform(0.9, 1.1)),
+        noise_seed=int(rng.integers(2**31)),
+        defect=defect,
+        defect_seed=int(rng.integers(2**31)),
+    )
+
+
+def _hexagon(cx: float, cy: float, radius: float, angle_deg: float) -> np.ndarray:
+    a0 = math.radians(angle_deg)
+    pts = [
+        (cx + radius * math.cos(a0 + k * math.pi / 3), cy + radius * math.sin(a0 + k * math.pi / 3))
+        for k in range(6)
+    ]
+    return np.array(pts, dtype=np.float32)
+
+
+def _fill(canvas: np.ndarray, poly: np.ndarray, value: float | tuple[float, ...]) -> None:
+    shift = 4
+    cv2.fillPoly(canvas, [np.round(poly * (1 << shift)).astype(np.int32)], value, cv2.LINE_AA, shift)
+
+
+def _part_layer(spec: PartSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render the part alone: BGR colour (float), coverage alpha (0..1) and defect mask (0/255)."""
+    cx, cy = size / 2 + spec.dx, size / 2 + spec.dy
+    radius = size * 0.33
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    rr = np.hypot(xx - cx, yy - cy)
+    theta = np.arctan2(yy - cy, xx - cx)
+
+    alpha = np.zeros((size, size), np.float32)
+    _fill(alpha, _hexagon(cx, cy, radius, spec.angle_deg), 1.0)
+
+    # Metal: brushed concentric rings, a brighter chamfer ring, a dark threaded bore.
+    metal = 150 + 10 * np.sin(rr * 0.9) + 6 * np.cos(theta * 6 + math.radians(spec.angle_deg) * 6)
+    face_r = radius * math.cos(math.pi / 6) * 0.95
+    chamfer = np.clip(1 - np.abs(rr - face_r) / 5.0, 0, 1)
+    metal = metal + 40 * chamfer
+    bore_r = radius * 0.42
+    in_bore = rr < bore_r
+    thread = 45 + 18 * (np.sin(rr * 2.2) > 0) + 10 * np.cos(theta * 2)
+    metal = np.where(in_bore, thread, metal)
+    bore_edge = np.clip(1 - np.abs(rr - bore_r) / 2.5, 0, 1)
+    metal = metal * (1 - 0.5 * bore_edge)
+    # Light from the upper left.
+    metal = metal * (1 + 0.12 * ((cx - xx) + (cy - yy)) / radius / 2)
+    colour = np.stack([metal * 1.04, metal * 1.0, metal * 0.96], axis=-1) * spec.light
+
+    mask = np.zeros((size, size), np.uint8)
+    if spec.defect != GOOD:
+        colour, alpha, mask = _draw_defect(spec, colour, alpha, cx, cy, radius, bore_r)
+    return colour.astype(np.float32), alpha, mask
+
+
+def _point_on_face(rng: np.random.Generator, cx: float, cy: float, r_in: float, r_out: float) -> tuple[float, float]:
+    r = rng.uniform(r_in, r_out)
+    t = rng.uniform(0, 2 * math.pi)
+    return cx + r * math.cos(t), cy + r * math.sin(t)
+
+
+def _draw_defect(
+    spec: PartSpec, colour: np.ndarray, alpha: np.ndarray, cx: float, cy: float, radius: float, bore_r: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(spec.defect_seed)
+    size = alpha.shape[0]
+    face_in, face_out = bore_r + 6, radius * 0.8
+    layer = np.zeros((size, size), np.float32)
+    if spec.defect == "scratch":
+        x0, y0 = _point_on_face(rng, cx, cy, face_in, face_out)
+        t = rng.uniform(0, 2 * math.pi)
+        length = rng.uniform(30, 60)
+        x1, y1 = x0 + length * math.cos(t), y0 + length * math.sin(t)
+        cv2.line(layer, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0,
+                 int(rng.integers(2, 4)), cv2.LINE_AA, 4)
+        layer *= alpha > 0.5
+        shade = rng.choice([-1.0, 1.0]) * rng.uniform(60, 90)
+        colour = colour + shade * layer[..., None]
+    elif spec.defect == "dent":
+        x0, y0 = _point_on_face(rng, cx, cy, face_in + 4, face_out - 4)
+        axes = (rng.uniform(7, 12), rng.uniform(5, 9))
+        cv2.ellipse(layer, ((x0, y0), (2 * axes[0], 2 * axes[1]), rng.uniform(0, 180)), 1.0, -1, cv2.LINE_AA)
+        layer = cv2.GaussianBlur(layer, (0, 0), 1.5)
+        rim = np.clip(np.roll(layer, (-2, -2), axis=(0, 1)) - layer, 0, 1)
+        colour = colour * (1 - 0.55 * layer[..., None]) + 70 * rim[..., None]
+        layer = np.maximum(layer, rim)
+    elif spec.defect == "missing":
+        k = int(rng.integers(6))
+        corner = _hexagon(cx, cy, radius, spec.angle_deg)[k]
+        cut_r = rng.uniform(22, 34)
+        cv2.circle(layer, (int(corner[0] * 16), int(corner[1] * 16)), int(cut_r * 16), 1.0, -1, cv2.LINE_AA, 4)
+        removed = np.minimum(layer, alpha)
+        alpha = alpha - removed
+        layer = removed
+    elif spec.defect in ("stain", "burn"):
+        x0, y0 = _point_on_face(rng, cx, cy, face_in + 6, face_out - 8)
+        for _ in range(int(rng.integers(2, 5))):
+            ox, oy = rng.normal(0, 6, 2)
+            ax = rng.uniform(6, 14) if spec.defect == "stain" else rng.uniform(9, 18)
+            cv2.ellipse(layer, ((x0 + ox, y0 + oy), (2 * ax, 2 * ax * rng.uniform(0.5, 1)), rng.uniform(0, 180)),
+                        1.0, -1, cv2.LINE_AA)
+        layer = cv2.GaussianBlur(layer, (0, 0), 2.0 if spec.defect == "stain" else 3.5) * alpha
+        if spec.defect == "stain":
+            tint, strength = np.array([40.0, 70.0, 110.0]), rng.uniform(0.45, 0.65)  # brown (BGR)
+        else:
+            tint, strength = np.array([60.0, 35.0, 30.0]), rng.uniform(0.7, 0.85)  # blue-black heat tint
+        colour = colour * (1 - strength * layer[..., None]) + tint * strength * layer[..., None]
+    mask = np.where(layer > 0.2, 255, 0).astype(np.uint8)
+    return colour, alpha, mask
+
+
+def background(size: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A plain, slightly graded backdrop (belt or stage) in float BGR."""
+    h, w = shape if shape else (size, size)
+    grade = np.linspace(0.96, 1.04, h, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(BACKGROUND_BGR * grade, (h, w, 3)).copy()
+
+
+def compose(
+    layer: tuple[np.ndarray, np.ndarray, np.ndarray], backdrop: np.ndarray, shift_x: float, noise_seed: int
+) -> np.ndarray:
+    """Place the part layer on the backdrop, shifted sideways, and add sensor noise."""
+    colour, alpha, _ = layer
+    h, w = backdrop.shape[:2]
+    m = np.float32([[1, 0, shift_x], [0, 1, 0]])
+    colour = cv2.warpAffine(colour, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    alpha = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    img = backdrop * (1 - alpha) + colour * alpha
+    img += np.random.default_rng(noise_seed).normal(0, 3.0, img.shape).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def render(spec: PartSpec, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """One still picture of a part: (BGR uint8 image, defect mask uint8 0/255)."""
+    layer = _part_layer(spec, size)
+    return compose(layer, background(size), 0.0, spec.noise_seed), layer[2]
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    key = sum(ord(c) * 131**i for i, c in enumerate(split)) % (2**31)
+    return np.random.default_rng([seed, key, index])
+
+
+def write_dataset(
+    root: Path,
+    seed: int = 0,
+    n_train: int = 200,
+    n_test_good: int = 20,
+    n_test_defect: int = 8,
+    size: int = 256,
+    defects: tuple[str, ...] = DEFECT_CLASSES,
+) -> Path:
+    """Write an MVTec-layout dataset of synthetic nuts under `root` and return it.
+
+    Layout: train/good, test/good, test/<defect>, ground_truth/<defect>/<name>_mask.png.
+    """
+    jobs: list[tuple[Path, PartSpec, Path | None]] = []
+    for i in range(n_train):
+        jobs.append((root / "train" / GOOD / f"{i:03d}.png", random_spec(_rng(seed, "train", i)), None))
+    for i in range(n_test_good):
+        jobs.append((root / "test" / GOOD / f"{i:03d}.png", random_spec(_rng(seed, "test_good", i)), None))
+    for d in defects:
+        for i in range(n_test_defect):
+            spec = random_spec(_rng(seed, "test_" + d, i), d)
+            jobs.append((root / "test" / d / f"{i:03d}.png", spec, root / "ground_truth" / d / f"{i:03d}_mask.png"))
+    for path, spec, mask_path in jobs:
+        image, mask = render(spec, size)
+        write_image_atomic(path, image)
+        if mask_path is not None:
+            write_image_atomic(mask_path, mask)
+    return root
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One frame of the conveyor camera and what is really in it."""
+
+    image: np.ndarray
+    frame_index: int
+    part_number: int | None  # None while the belt is empty
+    truth: str | None  # "good" or a defect class; None while the belt is empty
+    phase: str  # "empty", "entering", "settled", "leaving"
+
+
+def part_sequence(seed: int, n_parts: int, defect_rate: float) -> list[PartSpec]:
+    """The parts that ride the belt: a known, seeded mix of good and defective ones."""
+    rng = np.random.default_rng([seed, 7])
+    n_bad = int(round(n_parts * defect_rate))
+    labels = [GOOD] * (n_parts - n_bad) + [DEFECT_CLASSES[i % len(DEFECT_CLASSES)] for i in range(n_bad)]
+    order = rng.permutation(n_parts)
+    return [random_spec(_rng(seed, "stream", i), labels[order[i]]) for i in range(n_parts)]
+
+
+def conveyor_stream(
+    seed: int = 0,
+    n_parts: int = 40,
+    defect_rate: float = 0.3,
+    size: int = 256,
+    empty_frames: int = 3,
+    travel_frames: int = 6,
+    settle_frames: int = 5,
+) -> Iterator[StreamFrame]:
+    """Frames as a conveyor camera sees them: empty belt, part enters, settles, leaves."""
+    backdrop = background(size)
+    frame_index = 0
+    noise = np.random.default_rng([seed, 11])
+    start = -size * 0.85  # fully out of view on the left
+    for number, spec in enumerate(part_sequence(seed, n_parts, defect_rate), start=1):
+        layer = _part_layer(spec, size)
+        for _ in range(empty_frames):
+            img = compose((layer[0], np.zeros_like(layer[1]), layer[2]), backdrop, 0, int(noise.integers(2**31)))
+            yield StreamFrame(img, frame_index, None, None, "empty")
+            frame_index += 1
+        for k in range(travel_frames):
+            shift = start * (1 - (k + 1) / (travel_frames + 1))
+            yield StreamFrame(compose(layer, backdrop, shift, int(noise.integers(2**31))), frame_index, number,
+                              spec.defect, "entering")
+            frame_index += 1
+        for _ in range(settle_frames):
+            yield StreamFrame(compose(layer, backdrop, 0.0, int(noise.integers(2**31))), frame_index, number,
+                              spec.defect, "settled")
+            frame_index += 1
+        for k in range(travel_frames):
+            shift = -start * (k + 1) / (travel_frames + 1)
+            yield StreamFrame(compose(layer, backdrop, shift, int(noise.integers(2**31))), frame_index, number,
+                              spec.defect, "leaving")
+            frame_index += 1
+    for _ in range(empty_frames):
+        img = compose((backdrop, np.zeros((size, size), np.float32), None), backdrop, 0, int(noise.integers(2**31)))
+        yield StreamFrame(img, frame_index, None, None, "empty")
+        frame_index += 1

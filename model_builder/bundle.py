@@ -1,0 +1,147 @@
+"""Model bundle v1: one folder read by every tool.
+
+    model.keras   Keras model: image -> (reconstruction, latent), loaded with safe_mode
+    density.npz   the latent density's state as plain arrays (no pickle)
+    bundle.json   format version, preprocessing, thresholds, rule, calibration, provenance
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from capture.errors import GutcheckError
+from capture.imageio import write_bytes_atomic
+from capture.trash import move_to_trash
+from model_builder.density import LatentDensity
+from model_builder.preprocess import Preprocessing
+from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Thresholds
+
+FORMAT = "gutcheck-bundle"
+FORMAT_VERSION = 1
+MODEL_FILE, DENSITY_FILE, META_FILE = "model.keras", "density.npz", "bundle.json"
+
+
+@dataclass
+class Bundle:
+    """A loaded (or freshly built) bundle: the scorer plus everything bundle.json says."""
+
+    model: object
+    density: LatentDensity
+    preprocessing: Preprocessing
+    thresholds: Thresholds
+    good_statistics: GoodStatistics
+    knob_ranges: dict[str, list[float]]
+    reconstruction_score: ReconstructionScore = field(default_factory=ReconstructionScore)
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def scorer(self) -> Scorer:
+        return Scorer(self.model, self.density, self.preprocessing, self.thresholds, self.reconstruction_score)
+
+    def model_id(self) -> str:
+        return str(self.meta.get("model_id", "unsaved"))
+
+    def to_meta(self) -> dict:
+        meta = dict(self.meta)
+        meta.update(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            image_size=self.preprocessing.size,
+            color=self.preprocessing.color,
+            preprocessing=self.preprocessing.to_dict(),
+            thresholds=self.thresholds.to_dict(),
+            rule=self.thresholds.rule,
+            good_statistics=self.good_statistics.to_dict(),
+            knob_ranges=self.knob_ranges,
+            reconstruction_score=self.reconstruction_score.to_dict(),
+        )
+        return meta
+
+
+def save_bundle(bundle: Bundle, out: Path, force: bool = False) -> Path:
+    """Write the bundle into a temp folder beside `out`, then move it into place.
+
+    An existing `out` is kept unless `force`; with `force` it goes to the trash, not away.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise GutcheckError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        meta = bundle.to_meta()
+        meta.setdefault("model_id", f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        bundle.model.save(tmp / MODEL_FILE)
+        with open(tmp / DENSITY_FILE, "wb") as f:
+            np.savez(f, **bundle.density.to_arrays())
+        write_bytes_atomic(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        if out.exists():
+            move_to_trash(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    bundle.meta, bundle.path = meta, out
+    return out
+
+
+def read_meta(path: Path) -> dict:
+    """bundle.json of a bundle folder, checked for format and version."""
+    meta_path = Path(path) / META_FILE
+    if not Path(path).is_dir():
+        raise GutcheckError(f"{path}: no such model bundle folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise GutcheckError(f"{path}: not a Gutcheck model bundle ({META_FILE} missing)") from None
+    except (OSError, ValueError) as exc:
+        raise GutcheckError(f"{meta_path}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GutcheckError(f"{path}: not a Gutcheck model bundle (format is {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise GutcheckError(
+            f"{path}: bundle format version {version} is not supported by this Gutcheck "
+            f"(reads version {FORMAT_VERSION}); update Gutcheck or rebuild the model"
+        )
+    return meta
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Load a bundle folder; any problem is a one-line GutcheckError."""
+    path = Path(path)
+    meta = read_meta(path)
+    import keras  # late: importing TensorFlow takes seconds
+
+    try:
+        model = keras.models.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad file
+        raise GutcheckError(f"{path / MODEL_FILE}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    try:
+        with np.load(path / DENSITY_FILE, allow_pickle=False) as npz:
+            density = LatentDensity.from_arrays({k: npz[k] for k in npz.files})
+        return Bundle(
+            model=model,
+            density=density,
+            preprocessing=Preprocessing(**meta["preprocessing"]),
+            thresholds=Thresholds(**meta["thresholds"]),
+            good_statistics=GoodStatistics(**meta["good_statistics"]),
+            knob_ranges=meta["knob_ranges"],
+            reconstruction_score=ReconstructionScore(**meta["reconstruction_score"]),
+            meta=meta,
+            path=path,
+        )
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise GutcheckError(f"{path}: damaged bundle ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,96 @@
+"""Thresholds from good images only, knob ranges, and metrics where defect images exist."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from model_builder.scoring import GoodStatistics, Thresholds, combined_score, is_anomaly
+
+
+def thresholds_at_frr(density: np.ndarray, error: np.ndarray, target_frr: float, rule: str) -> Thresholds:
+    """Thresholds at which about `target_frr` of these held-out good images are rejected.
+
+    Both thresholds sit at the same tail quantile q of their score; q is the largest value on a
+    fine grid whose rejection rate under the rule stays at or below the target (interpolated
+    quantiles, so with few images the thresholds sit just beyond the most extreme good image).
+    """
+    density, error = np.asarray(density, float), np.asarray(error, float)
+    best = Thresholds(float(density.min()), float(error.max()), rule)
+    for q in np.linspace(0.0, 0.5, 501):
+        t = Thresholds(float(np.quantile(density, q)), float(np.quantile(error, 1 - q)), rule)
+        if is_anomaly(density, error, t).mean() > target_frr + 1e-12:
+            break
+        best = t
+    return best
+
+
+def knob_ranges(density: np.ndarray, error: np.ndarray) -> dict[str, list[float]]:
+    """A sensible sweep for each knob: from well inside the good scores to well beyond them."""
+    stats = GoodStatistics.from_scores(density, error)
+    d_lo = float(np.min(density)) - 8 * stats.density_spread
+    d_hi = float(np.max(density))
+    e_lo = max(0.0, float(np.min(error)))
+    e_hi = float(np.max(error)) + 8 * stats.error_spread
+    return {"density": [d_lo, d_hi], "reconstruction": [e_lo, e_hi]}
+
+
+@dataclass
+class OperatingPoint:
+    """Confusion counts and the figures derived from them (positive = anomaly)."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @classmethod
+    def from_predictions(cls, truth_anomaly: np.ndarray, predicted: np.ndarray) -> "OperatingPoint":
+        t, p = np.asarray(truth_anomaly, bool), np.asarray(predicted, bool)
+        return cls(int((t & p).sum()), int((~t & p).sum()), int((~t & ~p).sum()), int((t & ~p).sum()))
+
+    @property
+    def accuracy(self) -> float:
+        total = self.tp + self.fp + self.tn + self.fn
+        return (self.tp + self.tn) / total if total else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else float("nan")
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(accuracy=self.accuracy, precision=self.precision, recall=self.recall, f1=self.f1)
+        return d
+
+
+def auroc(truth_anomaly: np.ndarray, score: np.ndarray) -> float:
+    """Image AUROC of an anomaly score (higher = more anomalous); NaN when one class is missing."""
+    t = np.asarray(truth_anomaly, bool)
+    if t.all() or not t.any():
+        return float("nan")
+    return float(roc_auc_score(t, score))
+
+
+def evaluate_scores(
+    truth_anomaly: np.ndarray, density: np.ndarray, error: np.ndarray, thresholds: Thresholds, stats: GoodStatistics
+) -> dict:
+    """AUROC of each score and of the combined score, and the operating point at `thresholds`."""
+    return {
+        "auroc_density": auroc(truth_anomaly, -np.asarray(density)),
+        "auroc_reconstruction": auroc(truth_anomaly, error),
+        "auroc_combined": auroc(truth_anomaly, combined_score(density, error, stats, thresholds.rule)),
+        "operating_point": OperatingPoint.from_predictions(
+            truth_anomaly, is_anomaly(density, error, thresholds)).to_dict(),
+    }

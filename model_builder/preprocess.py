@@ -1,0 +1,48 @@
+"""The one preprocessing step every tool shares: BGR uint8 picture -> model input."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from capture.errors import GutcheckError
+
+COLOURS = ("rgb", "gray")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize to a square `size`, convert to `color`, scale to 0..1 float32."""
+
+    size: int = 128
+    color: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if self.color not in COLOURS:
+            raise GutcheckError(f"colour mode must be one of {', '.join(COLOURS)}, not {self.color!r}")
+        if not 16 <= self.size <= 1024 or self.size % 8:
+            raise GutcheckError(f"image size must be a multiple of 8 between 16 and 1024, not {self.size}")
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color == "rgb" else 1
+
+    def apply(self, bgr: np.ndarray) -> np.ndarray:
+        """One 8-bit BGR image -> (size, size, channels) float32 in 0..1."""
+        interp = cv2.INTER_AREA if bgr.shape[0] > self.size else cv2.INTER_LINEAR
+        img = cv2.resize(bgr, (self.size, self.size), interpolation=interp)
+        if self.color == "rgb":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        else:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
+        return img.astype(np.float32) * (1.0 / 255.0)
+
+    def apply_batch(self, images: list[np.ndarray]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.size, self.size, self.channels), np.float32)
+        return np.stack([self.apply(im) for im in images])
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,42 @@
+"""Training progress: a bar over epochs with ETA, and the best weights kept as they come."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import keras
+from tqdm import tqdm
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Shows an epoch bar (loss, val_loss, ETA), keeps the weights of the best validation loss,
+    and stops after `patience` epochs without improvement."""
+
+    def __init__(self, epochs: int, patience: int, enabled: bool = True):
+        super().__init__()
+        self.patience = patience
+        self.best = math.inf
+        self.best_weights: list | None = None
+        self.wait = 0
+        self.history: dict[str, list[float]] = {}
+        self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not enabled, file=sys.stderr,
+                        dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 20)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        val = float(logs.get("val_loss", math.inf))
+        if val < self.best:
+            self.best, self.wait = val, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+        self.bar.set_postfix(loss=f"{logs.get('loss', math.nan):.5f}", val=f"{val:.5f}", best=f"{self.best:.5f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

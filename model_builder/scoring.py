@@ -1,0 +1,156 @@
+"""Scoring core, GUI-free: images -> reconstruction, reconstruction error, latent log-density,
+and a verdict under the two-threshold rule."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from capture.errors import GutcheckError
+from model_builder.density import LatentDensity
+from model_builder.preprocess import Preprocessing
+
+RULES = ("and", "or")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Anomaly when density < `density` AND/OR reconstruction error > `reconstruction`.
+
+    `and` is the prototype's rule (both scores must object); `or` flags a part when either does.
+    """
+
+    density: float
+    reconstruction: float
+    rule: str = "or"
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise GutcheckError(f"rule must be 'and' or 'or', not {self.rule!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self, density: float, error: float) -> str:
+        """The rule with the current numbers, as the prototype's status line showed it."""
+        verdict = "anomaly" if bool(is_anomaly(np.array([density]), np.array([error]), self)[0]) else "ok"
+        return (f"if {density:.4g} < {self.density:.4g} {self.rule} {error:.4g} > "
+                f"{self.reconstruction:.4g}: anomaly  -> {verdict}")
+
+
+def is_anomaly(density: np.ndarray, error: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """The two-threshold rule, elementwise."""
+    low_density = np.asarray(density) < thresholds.density
+    high_error = np.asarray(error) > thresholds.reconstruction
+    if thresholds.rule == "and":
+        return low_density & high_error
+    return low_density | high_error
+
+
+@dataclass(frozen=True)
+class GoodStatistics:
+    """Centre and spread of both scores on held-out good images, to put them on one scale."""
+
+    density_median: float
+    density_spread: float
+    error_median: float
+    error_spread: float
+
+    @classmethod
+    def from_scores(cls, density: np.ndarray, error: np.ndarray) -> "GoodStatistics":
+        def spread(x: np.ndarray) -> float:
+            mad = float(np.median(np.abs(x - np.median(x)))) * 1.4826
+            return max(mad, float(np.std(x)) * 0.1, 1e-12)
+
+        return cls(float(np.median(density)), spread(density), float(np.median(error)), spread(error))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def combined_score(density: np.ndarray, error: np.ndarray, stats: GoodStatistics, rule: str) -> np.ndarray:
+    """One anomaly score per image (higher = worse) for ROC curves: each score's distance from
+    the good median in good spreads, combined as the rule combines them (max for or, min for and)."""
+    z_density = (stats.density_median - np.asarray(density)) / stats.density_spread
+    z_error = (np.asarray(error) - stats.error_median) / stats.error_spread
+    return np.maximum(z_density, z_error) if rule == "or" else np.minimum(z_density, z_error)
+
+
+@dataclass
+class Scores:
+    """Per-image results of one batch."""
+
+    reconstruction: np.ndarray  # (n, h, w, c) in 0..1
+    error: np.ndarray  # (n,) reconstruction error
+    density: np.ndarray  # (n,) latent log-density
+    anomaly: np.ndarray  # (n,) bool
+
+
+RECONSTRUCTION_SCORES = ("mse", "topk")
+
+
+@dataclass(frozen=True)
+class ReconstructionScore:
+    """How a reconstruction becomes one error number per image.
+
+    - ``mse``: whole-image mean squared error, as the prototype's evaluate() computed it.
+    - ``topk``: the squared residual averaged over channels, blurred by `blur_sigma` pixels, and the
+      mean of its largest `top_fraction` of pixels: a small defect is not averaged away.
+    """
+
+    kind: str = "topk"
+    blur_sigma: float = 1.0
+    top_fraction: float = 0.001
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECONSTRUCTION_SCORES:
+            raise GutcheckError(f"unknown reconstruction score {self.kind!r}; known: {', '.join(RECONSTRUCTION_SCORES)}")
+
+    def heatmaps(self, inputs: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+        """Per-pixel squared residual, averaged over channels (and blurred for topk): (n, h, w)."""
+        res = ((inputs - reconstruction) ** 2).mean(-1).astype(np.float32)
+        if self.kind == "topk" and self.blur_sigma > 0:
+            res = np.stack([cv2.GaussianBlur(r, (0, 0), self.blur_sigma) for r in res])
+        return res
+
+    def __call__(self, inputs: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+        if self.kind == "mse":
+            return ((inputs - reconstruction) ** 2).reshape(len(inputs), -1).mean(1)
+        flat = self.heatmaps(inputs, reconstruction).reshape(len(inputs), -1)
+        k = max(1, int(round(flat.shape[1] * self.top_fraction)))
+        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(1).astype(np.float64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Scorer:
+    """Model + density + thresholds: one forward pass per batch gives every score."""
+
+    def __init__(self, model, density: LatentDensity, preprocessing: Preprocessing, thresholds: Thresholds,
+                 reconstruction_score: ReconstructionScore | None = None):
+        self.model = model
+        self.reconstruction_score = reconstruction_score or ReconstructionScore()
+        self.density = density
+        self.preprocessing = preprocessing
+        self.thresholds = thresholds
+
+    def forward(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reconstruction and latent of preprocessed inputs (n, h, w, c) in one pass."""
+        if len(inputs) == 0:
+            raise GutcheckError("no images to score")
+        recon, latent = self.model(inputs, training=False)
+        return np.asarray(recon), np.asarray(latent)
+
+    def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None) -> Scores:
+        recon, latent = self.forward(inputs)
+        error = self.reconstruction_score(inputs, recon)
+        density = self.density.score_samples(latent)
+        anomaly = is_anomaly(density, error, thresholds or self.thresholds)
+        return Scores(recon, error, density, anomaly)
+
+    def score_images(self, images: list[np.ndarray], thresholds: Thresholds | None = None) -> Scores:
+        """Score 8-bit BGR pictures (camera frames or decoded files)."""
+        return self.score_inputs(self.preprocessing.apply_batch(images), thresholds)
