@@ -35,7 +35,7 @@ class PartSpec:
 
 
 def random_spec(rng: np.random.Generator, defect: str = GOOD) -> PartSpec:
-    """Pose jitter of a few pixels and degrees, ±10 % light, as real good parts vary."""
+    """Pose jitter of a few pixels (at 256 px) and degrees, ±10 % light, as real good parts vary."""
     if defect != GOOD and defect not in DEFECT_CLASSES:
         raise ValueError(f"unknown defect class {defect!r}; known: {', '.join(DEFECT_CLASSES)}")
     return PartSpec(
@@ -65,7 +65,8 @@ def _fill(canvas: np.ndarray, poly: np.ndarray, value: float | tuple[float, ...]
 
 def _part_layer(spec: PartSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render the part alone: BGR colour (float), coverage alpha (0..1) and defect mask (0/255)."""
-    cx, cy = size / 2 + spec.dx, size / 2 + spec.dy
+    u = size / 256.0  # all sizes below are for a 256-pixel picture
+    cx, cy = size / 2 + spec.dx * u, size / 2 + spec.dy * u
     radius = size * 0.33
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     rr = np.hypot(xx - cx, yy - cy)
@@ -75,15 +76,15 @@ def _part_layer(spec: PartSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.n
     _fill(alpha, _hexagon(cx, cy, radius, spec.angle_deg), 1.0)
 
     # Metal: brushed concentric rings, a brighter chamfer ring, a dark threaded bore.
-    metal = 150 + 10 * np.sin(rr * 0.9) + 6 * np.cos(theta * 6 + math.radians(spec.angle_deg) * 6)
+    metal = 150 + 10 * np.sin(rr / u * 0.9) + 6 * np.cos(theta * 6 + math.radians(spec.angle_deg) * 6)
     face_r = radius * math.cos(math.pi / 6) * 0.95
-    chamfer = np.clip(1 - np.abs(rr - face_r) / 5.0, 0, 1)
+    chamfer = np.clip(1 - np.abs(rr - face_r) / (5.0 * u), 0, 1)
     metal = metal + 40 * chamfer
     bore_r = radius * 0.42
     in_bore = rr < bore_r
-    thread = 45 + 18 * (np.sin(rr * 2.2) > 0) + 10 * np.cos(theta * 2)
+    thread = 45 + 18 * (np.sin(rr / u * 2.2) > 0) + 10 * np.cos(theta * 2)
     metal = np.where(in_bore, thread, metal)
-    bore_edge = np.clip(1 - np.abs(rr - bore_r) / 2.5, 0, 1)
+    bore_edge = np.clip(1 - np.abs(rr - bore_r) / (2.5 * u), 0, 1)
     metal = metal * (1 - 0.5 * bore_edge)
     # Light from the upper left.
     metal = metal * (1 + 0.12 * ((cx - xx) + (cy - yy)) / radius / 2)
@@ -106,42 +107,44 @@ def _draw_defect(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(spec.defect_seed)
     size = alpha.shape[0]
-    face_in, face_out = bore_r + 6, radius * 0.8
+    u = size / 256.0  # defect sizes below are for a 256-pixel picture
+    face_in, face_out = bore_r + 6 * u, radius * 0.8
     layer = np.zeros((size, size), np.float32)
     if spec.defect == "scratch":
         x0, y0 = _point_on_face(rng, cx, cy, face_in, face_out)
         t = rng.uniform(0, 2 * math.pi)
-        length = rng.uniform(30, 60)
+        length = rng.uniform(30, 60) * u
         x1, y1 = x0 + length * math.cos(t), y0 + length * math.sin(t)
         cv2.line(layer, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0,
-                 int(rng.integers(2, 4)), cv2.LINE_AA, 4)
+                 max(1, int(rng.integers(2, 4) * u)), cv2.LINE_AA, 4)
         layer *= alpha > 0.5
         shade = rng.choice([-1.0, 1.0]) * rng.uniform(60, 90)
         colour = colour + shade * layer[..., None]
     elif spec.defect == "dent":
-        x0, y0 = _point_on_face(rng, cx, cy, face_in + 4, face_out - 4)
-        axes = (rng.uniform(7, 12), rng.uniform(5, 9))
+        x0, y0 = _point_on_face(rng, cx, cy, face_in + 4 * u, face_out - 4 * u)
+        axes = (rng.uniform(7, 12) * u, rng.uniform(5, 9) * u)
         cv2.ellipse(layer, ((x0, y0), (2 * axes[0], 2 * axes[1]), rng.uniform(0, 180)), 1.0, -1, cv2.LINE_AA)
-        layer = cv2.GaussianBlur(layer, (0, 0), 1.5)
-        rim = np.clip(np.roll(layer, (-2, -2), axis=(0, 1)) - layer, 0, 1)
+        layer = cv2.GaussianBlur(layer, (0, 0), 1.5 * u)
+        shift = max(1, round(2 * u))
+        rim = np.clip(np.roll(layer, (-shift, -shift), axis=(0, 1)) - layer, 0, 1)
         colour = colour * (1 - 0.55 * layer[..., None]) + 70 * rim[..., None]
         layer = np.maximum(layer, rim)
     elif spec.defect == "missing":
         k = int(rng.integers(6))
         corner = _hexagon(cx, cy, radius, spec.angle_deg)[k]
-        cut_r = rng.uniform(22, 34)
+        cut_r = rng.uniform(22, 34) * u
         cv2.circle(layer, (int(corner[0] * 16), int(corner[1] * 16)), int(cut_r * 16), 1.0, -1, cv2.LINE_AA, 4)
         removed = np.minimum(layer, alpha)
         alpha = alpha - removed
         layer = removed
     elif spec.defect in ("stain", "burn"):
-        x0, y0 = _point_on_face(rng, cx, cy, face_in + 6, face_out - 8)
+        x0, y0 = _point_on_face(rng, cx, cy, face_in + 6 * u, face_out - 8 * u)
         for _ in range(int(rng.integers(2, 5))):
-            ox, oy = rng.normal(0, 6, 2)
-            ax = rng.uniform(6, 14) if spec.defect == "stain" else rng.uniform(9, 18)
+            ox, oy = rng.normal(0, 6 * u, 2)
+            ax = (rng.uniform(6, 14) if spec.defect == "stain" else rng.uniform(9, 18)) * u
             cv2.ellipse(layer, ((x0 + ox, y0 + oy), (2 * ax, 2 * ax * rng.uniform(0.5, 1)), rng.uniform(0, 180)),
                         1.0, -1, cv2.LINE_AA)
-        layer = cv2.GaussianBlur(layer, (0, 0), 2.0 if spec.defect == "stain" else 3.5) * alpha
+        layer = cv2.GaussianBlur(layer, (0, 0), (2.0 if spec.defect == "stain" else 3.5) * u) * alpha
         if spec.defect == "stain":
             tint, strength = np.array([40.0, 70.0, 110.0]), rng.uniform(0.45, 0.65)  # brown (BGR)
         else:

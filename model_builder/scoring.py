@@ -142,7 +142,7 @@ class Scorer:
         if len(inputs) == 0:
             raise GutcheckError("no images to score")
         recon, latent = self.model(inputs, training=False)
-        return np.asarray(recon), np.asarray(latent)
+        return recon.numpy(), latent.numpy()
 
     def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None) -> Scores:
         recon, latent = self.forward(inputs)

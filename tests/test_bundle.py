@@ -1,0 +1,84 @@
+"""Model bundle v1: save -> load gives identical scores; bad bundles are refused clearly;
+nothing is overwritten without --force and nothing is lost with it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from capture.errors import GutcheckError
+from model_builder.bundle import META_FILE, load_bundle, read_meta, save_bundle
+from model_builder.dataset import load_test
+
+
+def test_loaded_bundle_scores_identically_to_the_built_one(small_dataset, tmp_path):
+    from model_builder.build import BuildOptions, build
+
+    result = build(small_dataset, tmp_path / "m", BuildOptions(size=32, epochs=1, patience=1),
+                   show_progress=False, log=lambda s: None)
+    images = load_test(small_dataset).images[:8]
+    before = result.bundle.scorer.score_images(images)
+    loaded = load_bundle(tmp_path / "m")
+    after = loaded.scorer.score_images(images)
+    np.testing.assert_array_equal(before.reconstruction, after.reconstruction)
+    np.testing.assert_array_equal(before.density, after.density)
+    np.testing.assert_array_equal(before.error, after.error)
+    np.testing.assert_array_equal(before.anomaly, after.anomaly)
+    assert loaded.thresholds == result.bundle.thresholds
+
+
+def test_bundle_json_says_what_the_tools_need(tiny_bundle):
+    meta = read_meta(tiny_bundle)
+    assert meta["format_version"] == 1
+    assert meta["image_size"] == 32 and meta["color"] == "rgb"
+    assert set(meta["thresholds"]) == {"density", "reconstruction", "rule"}
+    assert meta["rule"] in ("and", "or")
+    assert len(meta["provenance"]["dataset_fingerprint"]) == 64
+    assert "tensorflow-cpu" in meta["provenance"]["versions"]
+    lo, hi = meta["knob_ranges"]["reconstruction"]
+    assert lo <= meta["thresholds"]["reconstruction"] <= hi
+    assert meta["evaluation"]["images"]["good"] == 6
+
+
+def _copy_with_meta(src, dst, **changes):
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / META_FILE).read_text())
+    meta.update(changes)
+    (dst / META_FILE).write_text(json.dumps(meta))
+    return dst
+
+
+def test_newer_format_is_refused_with_a_clear_message(tiny_bundle, tmp_path):
+    newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", format_version=2)
+    with pytest.raises(GutcheckError, match="format version 2 is not supported"):
+        load_bundle(newer)
+    other = _copy_with_meta(tiny_bundle, tmp_path / "other", format="something-else")
+    with pytest.raises(GutcheckError, match="not a Gutcheck model bundle"):
+        load_bundle(other)
+
+
+def test_missing_or_damaged_parts_are_clear_errors(tiny_bundle, tmp_path):
+    with pytest.raises(GutcheckError, match="no such model bundle"):
+        load_bundle(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(GutcheckError, match="cannot load the model"):
+        load_bundle(broken)
+
+
+def test_existing_bundle_kept_without_force_and_trashed_with_it(tiny_bundle, tmp_path):
+    bundle = load_bundle(tiny_bundle)
+    target = tmp_path / "models" / "m"
+    save_bundle(bundle, target)
+    first_id = read_meta(target)["model_id"]
+    with pytest.raises(GutcheckError, match="already exists"):
+        save_bundle(bundle, target)
+    bundle.meta.pop("model_id")
+    save_bundle(bundle, target, force=True)
+    trashed = list((tmp_path / "models" / ".trash").glob("*/m"))
+    assert len(trashed) == 1 and read_meta(trashed[0])["model_id"] == first_id
+    assert not list(target.parent.glob(".m.*partial"))
