@@ -19,12 +19,19 @@ def _quiet_tensorflow() -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     from model_builder.build import BuildOptions, build
 
-    options = BuildOptions(size=args.size, color=args.color, architecture=args.architecture,
-                           density_preset=args.density, rule=args.rule, reconstruction_score=args.score, epochs=args.epochs,
-                           target_frr=args.target_frr, seed=args.seed)
+    from model_builder.augment import Augmentation
+
+    if not 0 < args.target_frr < 1 or not 0 < args.target_recall <= 1:
+        raise GutcheckError("--target-frr must be in (0, 1) and --target-recall in (0, 1]")
+    options = BuildOptions(size=args.size, color=args.color, crop=args.crop, architecture=args.architecture,
+                           pretrained=args.pretrained, loss=args.loss, alpha=args.alpha, density_preset=args.density,
+                           reconstruction_score=args.score, rule=args.rule, epochs=args.epochs,
+                           target_frr=args.target_frr, target_recall=args.target_recall, seed=args.seed,
+                           augmentation=Augmentation(enabled=not args.no_augment, flip_horizontal=args.flips,
+                                                     flip_vertical=args.flips))
     result = build(Path(args.data), Path(args.out), options, force=args.force, show_progress=not args.quiet)
     b = result.bundle
-    print(f"wrote {args.out} in {result.seconds:.0f} s")
+    print(f"wrote {args.out} in {result.seconds:.0f} s; report: {Path(args.out) / 'report.html'}")
     print(f"thresholds: density {b.thresholds.density:.3f}, reconstruction error "
           f"{b.thresholds.reconstruction:.6f}, rule {b.thresholds.rule}")
     if result.evaluation:
@@ -103,15 +110,27 @@ def parser() -> argparse.ArgumentParser:
                                    "thresholds on held-out good images, evaluate on DATA/test when present.")
     b.add_argument("--data", required=True, help="dataset folder (MVTec layout: train/good, test/<label>)")
     b.add_argument("--out", required=True, help="bundle folder to write (refused if it exists, unless --force)")
-    b.add_argument("--size", type=int, default=128, help="model input size in pixels (default 128)")
+    b.add_argument("--size", type=int, default=128, help="model input size in pixels (default 128; 256 available)")
     b.add_argument("--color", choices=["rgb", "gray"], default="rgb")
-    b.add_argument("--architecture", default="prototype")
-    b.add_argument("--density", default="whitened", help="density preset: whitened (default) or prototype")
+    b.add_argument("--crop", type=int, default=0, metavar="PX",
+                   help="centre a PX-pixel square on the part before resizing (the capture tool's framing)")
+    b.add_argument("--architecture", choices=["mobilenet", "residual", "prototype"], default="mobilenet",
+                   help="mobilenet: pretrained encoder (default); residual: deeper CAE; prototype: the old CAE")
+    b.add_argument("--pretrained", default="imagenet", metavar="WEIGHTS",
+                   help="mobilenet weights: imagenet (Keras downloads once), a no-top .h5 path, or none")
+    b.add_argument("--loss", choices=["hybrid", "mse", "ssim"], default="hybrid")
+    b.add_argument("--alpha", type=float, default=0.5, help="weight of SSIM in the hybrid loss (default 0.5)")
+    b.add_argument("--density", choices=["whitened", "prototype"], default="whitened",
+                   help="latent density: whitened KDE with cross-validated bandwidth (default) or the prototype's")
+    b.add_argument("--score", choices=["topk", "ssim", "mse"], default="topk",
+                   help="reconstruction error: topk (mean of the worst pixels, default), ssim, or mse (prototype)")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
-    b.add_argument("--score", choices=["topk", "mse"], default="topk",
-                   help="reconstruction error: topk (mean of the worst pixels, default) or mse (prototype)")
     b.add_argument("--epochs", type=int, default=60)
+    b.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
     b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")
+    b.add_argument("--target-recall", type=float, default=0.95,
+                   help="also report thresholds at this recall when test/ has defects (default 0.95)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--force", action="store_true", help="replace an existing bundle (the old one goes to .trash)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -67,6 +67,13 @@ class DemoSummary:
         ]
 
 
+def demo_build_options():
+    """The demo's model: the prototype's CAE (no download needed), small and quick on 2 cores."""
+    from model_builder.build import BuildOptions
+
+    return BuildOptions(architecture="prototype", loss="mse", epochs=40, patience=6)
+
+
 def ensure_dataset(folder: Path, seed: int, log: Callable[[str], None]) -> Path:
     """The demo's synthetic dataset, generated once."""
     if (folder / "train" / GOOD).is_dir():
@@ -106,7 +113,7 @@ def run_demo(datasets: Path, models: Path, rebuild: bool = False, n_parts: int =
         log(f"using model {model_dir} (--rebuild builds it again)")
         bundle = load_bundle(model_dir)
     else:
-        options = options or BuildOptions(epochs=40, patience=6)
+        options = options or demo_build_options()
         log(f"building model {model_dir} ...")
         result = build(data, model_dir, options, force=rebuild)
         log(f"built in {result.seconds:.0f} s ({len(result.history.get('loss', []))} epochs)")

@@ -1,22 +1,26 @@
-"""`gutcheck build`: good images -> trained autoencoder + latent density + thresholds -> bundle."""
+"""`gutcheck build`: good images -> trained autoencoder + latent density + thresholds -> bundle + report."""
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from capture.errors import GutcheckError
+from model_builder.augment import Augmentation
 from model_builder.bundle import Bundle, save_bundle
-from model_builder.calibrate import evaluate_scores, knob_ranges, thresholds_at_frr
-from model_builder.dataset import ImageSet, fingerprint, load_good, load_test
+from model_builder.calibrate import (evaluate_scores, knob_ranges, pixel_auroc, thresholds_at_frr,
+                                     thresholds_at_recall)
+from model_builder.dataset import ImageSet, fingerprint, load_good, load_masks, load_test
 from model_builder.density import LatentDensity
+from model_builder.losses import make_loss
 from model_builder.preprocess import Preprocessing
-from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Thresholds, is_anomaly
+from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly
 
 
 @dataclass
@@ -25,17 +29,29 @@ class BuildOptions:
 
     size: int = 128
     color: str = "rgb"
-    architecture: str = "prototype"
+    crop: int = 0
+    architecture: str = "mobilenet"
+    pretrained: str = "imagenet"  # mobilenet only: "imagenet", a path to the no-top .h5, or "none"
+    loss: str = "hybrid"
+    alpha: float = 0.5  # weight of SSIM in the hybrid loss
     density_preset: str = "whitened"
-    rule: str = "or"
+    density_components: int = 64
     reconstruction_score: str = "topk"
+    rule: str = "or"
     epochs: int = 60
     batch_size: int = 16
     learning_rate: float = 2e-3
     patience: int = 8
     val_fraction: float = 0.2
     target_frr: float = 0.01
+    target_recall: float = 0.95
     seed: int = 0
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    time_limit_s: float = 0.0  # stop training after this many seconds (0: no limit)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.size, self.color, self.crop)
 
 
 @dataclass
@@ -54,22 +70,38 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def make_datasets(x_train: np.ndarray, x_val: np.ndarray, options: BuildOptions):
+    """tf.data pipelines: cached decoded images, shuffled, augmented (training only), batched, prefetched."""
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    train = (tf.data.Dataset.from_tensor_slices(x_train).cache()
+             .shuffle(len(x_train), seed=options.seed, reshuffle_each_iteration=True)
+             .batch(options.batch_size))
+    if options.augmentation.enabled:
+        train = train.map(options.augmentation.tf_function(options.seed), num_parallel_calls=auto)
+    train = train.map(lambda b: (b, b), num_parallel_calls=auto).prefetch(auto)
+    val = (tf.data.Dataset.from_tensor_slices(x_val).cache().batch(options.batch_size)
+           .map(lambda b: (b, b)).prefetch(auto))
+    return train, val
+
+
 def train_autoencoder(model, x_train: np.ndarray, x_val: np.ndarray, options: BuildOptions,
                       show_progress: bool = True) -> dict[str, list[float]]:
-    """Fit reconstruction with MSE; early stopping on validation loss, best weights kept,
+    """Fit the reconstruction; early stopping on validation loss with the best weights kept,
     learning rate halved on plateaus; Ctrl-C stops training and keeps the best weights so far."""
     import keras
-    import tensorflow as tf
 
     from model_builder.progress import EpochProgress
 
     autoencoder = keras.Model(model.input, model.output[0])
-    autoencoder.compile(optimizer=keras.optimizers.Adam(options.learning_rate), loss="mse")
-    train_ds = (tf.data.Dataset.from_tensor_slices((x_train, x_train))
-                .shuffle(len(x_train), seed=options.seed).batch(options.batch_size).prefetch(tf.data.AUTOTUNE))
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, x_val)).batch(options.batch_size)
-    progress = EpochProgress(options.epochs, options.patience, enabled=show_progress)
-    callbacks = [progress, keras.callbacks.ReduceLROnPlateau(patience=max(2, options.patience // 3), factor=0.5)]
+    autoencoder.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                        loss=make_loss(options.loss, options.alpha))
+    train_ds, val_ds = make_datasets(x_train, x_val, options)
+    progress = EpochProgress(options.epochs, options.patience, enabled=show_progress,
+                             time_limit_s=options.time_limit_s)
+    callbacks = [progress, keras.callbacks.ReduceLROnPlateau(patience=max(2, options.patience // 3), factor=0.5,
+                                                             verbose=0)]
     try:
         autoencoder.fit(train_ds, validation_data=val_ds, epochs=options.epochs, callbacks=callbacks, verbose=0,
                         shuffle=False)
@@ -95,49 +127,133 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def build(data: Path, out: Path | None, options: BuildOptions | None = None, force: bool = False,
-          show_progress: bool = True, log=print) -> BuildResult:
-    """Train, fit the density, calibrate, evaluate on test/ when present, and save to `out`."""
-    options = options or BuildOptions()
-    start = time.monotonic()
-    data = Path(data)
-    if out is not None and Path(out).exists() and not force:
-        raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
-    preprocessing = Preprocessing(options.size, options.color)
-    Thresholds(0.0, 0.0, options.rule)  # validate the rule and score before the long part
-    ReconstructionScore(options.reconstruction_score)
-    good = load_good(data)
-    for path, why in good.skipped:
-        log(f"skipped {why}")
-    idx_train, idx_val = _split(len(good), options.val_fraction, options.seed)
-    x = preprocessing.apply_batch(good.images)
-    log(f"{len(idx_train)} training and {len(idx_val)} validation images of {data} at "
-        f"{options.size}x{options.size} {options.color}")
-
+def make_model(options: BuildOptions, channels: int):
+    """The architecture with its pretrained weights when it has any; a clear error when they cannot be had."""
     import keras
 
     from model_builder.architectures import ARCHITECTURES
 
     if options.architecture not in ARCHITECTURES:
         raise GutcheckError(f"unknown architecture {options.architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    weights = None if options.pretrained in ("none", "") else options.pretrained
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise GutcheckError(f"--pretrained {weights}: no such weights file")
     keras.utils.set_random_seed(options.seed)
-    model = ARCHITECTURES[options.architecture](options.size, preprocessing.channels)
-    history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
+    try:
+        return ARCHITECTURES[options.architecture](options.size, channels, weights=weights)
+    except (OSError, ValueError, Exception) as exc:  # a failed download surfaces as several types
+        if options.architecture == "mobilenet":
+            raise GutcheckError(
+                f"cannot load the ImageNet weights for the mobilenet encoder ({str(exc).splitlines()[0][:120]}); "
+                "give --pretrained PATH to the no-top MobileNetV2 alpha 0.5 .h5 file, or use --architecture "
+                "residual") from None
+        raise
 
+
+def score_in_batches(scorer: Scorer, x: np.ndarray, batch: int = 32, keep_heatmaps: bool = False
+                     ) -> tuple[Scores, np.ndarray | None]:
+    """Scores of many preprocessed images, batch by batch; optionally with their error maps."""
+    parts, maps = [], []
+    for i in range(0, len(x), batch):
+        s = scorer.score_inputs(x[i:i + batch])
+        parts.append(s)
+        if keep_heatmaps:
+            maps.append(scorer.reconstruction_score.heatmaps(x[i:i + batch], s.reconstruction))
+    merged = Scores(np.concatenate([p.reconstruction for p in parts]), np.concatenate([p.error for p in parts]),
+                    np.concatenate([p.density for p in parts]), np.concatenate([p.anomaly for p in parts]))
+    return merged, (np.concatenate(maps) if keep_heatmaps else None)
+
+
+@dataclass
+class Evaluation:
+    """Everything measured on a labelled test set, for bundle.json and the report."""
+
+    summary: dict
+    test: ImageSet
+    inputs: np.ndarray
+    scores: Scores
+    heatmaps: np.ndarray
+
+
+def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target_recall: float,
+                  val_scores: Scores | None = None, target_frr: float = 0.01) -> Evaluation:
+    """Score a labelled test set; metrics at the bundle's thresholds, for both rules, at the target
+    recall, and pixel AUROC where masks exist."""
+    scorer = bundle.scorer
+    x = bundle.preprocessing.apply_batch(test.images)
+    scores, heatmaps = score_in_batches(scorer, x, keep_heatmaps=True)
+    truth = test.is_anomaly
+    summary = evaluate_scores(truth, scores.density, scores.error, bundle.thresholds, bundle.good_statistics)
+    summary["images"] = {lab: int(sum(1 for x_ in test.labels if x_ == lab)) for lab in sorted(set(test.labels))}
+    rules = {}
+    for rule in ("and", "or"):
+        if val_scores is not None:
+            t = thresholds_at_frr(val_scores.density, val_scores.error, target_frr, rule)
+        else:
+            t = Thresholds(bundle.thresholds.density, bundle.thresholds.reconstruction, rule)
+        rules[rule] = evaluate_scores(truth, scores.density, scores.error, t, bundle.good_statistics)
+        rules[rule]["thresholds"] = t.to_dict()
+    summary["rules"] = rules
+    at_recall = thresholds_at_recall(truth, scores.density, scores.error, bundle.good_statistics,
+                                     bundle.thresholds.rule, target_recall)
+    if at_recall is not None:
+        summary["at_target_recall"] = evaluate_scores(truth, scores.density, scores.error, at_recall,
+                                                      bundle.good_statistics)
+        summary["at_target_recall"].update(target_recall=target_recall, thresholds=at_recall.to_dict())
+    by_label = {}
+    for lab in sorted(set(test.labels) - {"good"}):
+        keep = np.array([lb in ("good", lab) for lb in test.labels])
+        by_label[lab] = evaluate_scores(truth[keep], scores.density[keep], scores.error[keep], bundle.thresholds,
+                                        bundle.good_statistics)["auroc_combined"]
+    summary["auroc_combined_by_defect"] = by_label
+    masks = load_masks(data_root, test, bundle.preprocessing.size) if data_root and bundle.preprocessing.crop <= 0 \
+        else None
+    summary["pixel_auroc"] = pixel_auroc(masks, heatmaps) if masks is not None and truth.any() else None
+    return Evaluation(summary, test, x, scores, heatmaps)
+
+
+def build(data: Path, out: Path | None, options: BuildOptions | None = None, force: bool = False,
+          show_progress: bool = True, log=print, report: bool = True) -> BuildResult:
+    """Train, fit the density, calibrate, evaluate on test/ when present, and save to `out`."""
+    options = options or BuildOptions()
+    start = time.monotonic()
+    data = Path(data)
+    if out is not None and Path(out).exists() and not force:
+        raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
+    if out is not None:
+        _check_writable(Path(out))
+    preprocessing = options.preprocessing
+    Thresholds(0.0, 0.0, options.rule)  # validate the cheap options before the long part
     recon_score = ReconstructionScore(options.reconstruction_score)
-    scorer = Scorer(model, LatentDensity(options.density_preset), preprocessing, Thresholds(0, 0, options.rule),
-                    recon_score)
-    _, latent_train = scorer.forward(x[idx_train])
+    make_loss(options.loss, options.alpha)
+    LatentDensity(options.density_preset, n_components=options.density_components)
+    good = load_good(data)
+    for path, why in good.skipped:
+        log(f"skipped {why}")
+    sizes = {im.shape[:2] for im in good.images}
+    if len(sizes) > 1:
+        log(f"note: the good images come in {len(sizes)} sizes; all are resized to {options.size}x{options.size}")
+    idx_train, idx_val = _split(len(good), options.val_fraction, options.seed)
+    x = preprocessing.apply_batch(good.images)
+    log(f"{len(idx_train)} training and {len(idx_val)} validation images of {data} at "
+        f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder, {options.loss} loss")
+
+    model = make_model(options, preprocessing.channels)
+    history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
+    train_seconds = time.monotonic() - start
+
+    scorer = Scorer(model, LatentDensity(options.density_preset, n_components=options.density_components),
+                    preprocessing, Thresholds(0, 0, options.rule), recon_score)
+    latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1] for i in range(0, len(idx_train), 32)])
     scorer.density.fit(latent_train)
-    val = scorer.score_inputs(x[idx_val])
+    val, _ = score_in_batches(scorer, x[idx_val])
     thresholds = thresholds_at_frr(val.density, val.error, options.target_frr, options.rule)
-    stats = GoodStatistics.from_scores(val.density, val.error)
     bundle = Bundle(
         model=model,
         density=scorer.density,
         preprocessing=preprocessing,
         thresholds=thresholds,
-        good_statistics=stats,
+        good_statistics=GoodStatistics.from_scores(val.density, val.error),
         knob_ranges=knob_ranges(val.density, val.error),
         reconstruction_score=recon_score,
         meta={
@@ -148,13 +264,15 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
                 "target_false_reject_rate": options.target_frr,
                 "validation_images": int(len(idx_val)),
                 "validation_false_reject_rate": float(is_anomaly(val.density, val.error, thresholds).mean()),
+                "validation_scores": {"density": val.density.tolist(), "reconstruction": val.error.tolist()},
             },
-            "training": {"epochs_run": len(history.get("loss", [])),
+            "training": {"epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1),
                          "best_val_loss": float(min(history.get("val_loss", [float("nan")])))},
             "provenance": {
                 "dataset": str(data.resolve()),
                 "dataset_fingerprint": fingerprint(good.paths),
                 "train_images": len(good),
+                "skipped_files": [str(p) for p, _ in good.skipped],
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "options": asdict(options),
                 "versions": package_versions(),
@@ -164,22 +282,24 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     test = load_test(data)
     evaluation = None
     if len(test):
-        evaluation = evaluate_test(bundle, test)
-        bundle.meta["evaluation"] = evaluation
+        evaluation = evaluate_test(bundle, test, data, options.target_recall, val, options.target_frr)
+        bundle.meta["evaluation"] = evaluation.summary
+    extra = {"history.json": json.dumps(history, indent=1).encode()}
+    if report:
+        from model_builder.report import render_report
+
+        extra["report.html"] = render_report(bundle, history, evaluation, val).encode()
     if out is not None:
-        save_bundle(bundle, Path(out), force=force)
-    return BuildResult(bundle, history, evaluation, time.monotonic() - start)
+        save_bundle(bundle, Path(out), force=force, extra_files=extra)
+    return BuildResult(bundle, history, evaluation.summary if evaluation else None, time.monotonic() - start)
 
 
-def evaluate_test(bundle: Bundle, test: ImageSet, batch: int = 64) -> dict:
-    """Score a labelled test set and summarise it (metrics need both good and defect images)."""
-    scorer = bundle.scorer
-    density, error = [], []
-    for i in range(0, len(test), batch):
-        s = scorer.score_images(test.images[i:i + batch])
-        density.append(s.density)
-        error.append(s.error)
-    d, e = np.concatenate(density), np.concatenate(error)
-    result = evaluate_scores(test.is_anomaly, d, e, bundle.thresholds, bundle.good_statistics)
-    result["images"] = {lab: int(sum(1 for x in test.labels if x == lab)) for lab in sorted(set(test.labels))}
-    return result
+def _check_writable(out: Path) -> None:
+    """Fail before training, not after, when the bundle cannot be written where asked."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise GutcheckError(f"{out}: cannot write there ({parent} is not writable)")

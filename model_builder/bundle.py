@@ -67,10 +67,11 @@ class Bundle:
         return meta
 
 
-def save_bundle(bundle: Bundle, out: Path, force: bool = False) -> Path:
+def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dict[str, bytes] | None = None) -> Path:
     """Write the bundle into a temp folder beside `out`, then move it into place.
 
     An existing `out` is kept unless `force`; with `force` it goes to the trash, not away.
+    `extra_files` (name -> bytes) are written beside the model: report, loss history.
     """
     out = Path(out)
     if out.exists() and not force:
@@ -86,6 +87,8 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False) -> Path:
         bundle.model.save(tmp / MODEL_FILE)
         with open(tmp / DENSITY_FILE, "wb") as f:
             np.savez(f, **bundle.density.to_arrays())
+        for name, data in (extra_files or {}).items():
+            write_bytes_atomic(tmp / name, data)
         write_bytes_atomic(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
         if out.exists():
             move_to_trash(out)

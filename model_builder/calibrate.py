@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from model_builder.scoring import GoodStatistics, Thresholds, combined_score, is_anomaly
 
@@ -87,10 +87,47 @@ def evaluate_scores(
     truth_anomaly: np.ndarray, density: np.ndarray, error: np.ndarray, thresholds: Thresholds, stats: GoodStatistics
 ) -> dict:
     """AUROC of each score and of the combined score, and the operating point at `thresholds`."""
+    combined = combined_score(density, error, stats, thresholds.rule)
+    t = np.asarray(truth_anomaly, bool)
     return {
         "auroc_density": auroc(truth_anomaly, -np.asarray(density)),
         "auroc_reconstruction": auroc(truth_anomaly, error),
-        "auroc_combined": auroc(truth_anomaly, combined_score(density, error, stats, thresholds.rule)),
+        "auroc_combined": auroc(truth_anomaly, combined),
+        "ap_combined": float(average_precision_score(t, combined)) if t.any() and not t.all() else float("nan"),
+        "recall_at_1pct_frr": recall_at_fpr(t, combined, 0.01),
         "operating_point": OperatingPoint.from_predictions(
             truth_anomaly, is_anomaly(density, error, thresholds)).to_dict(),
     }
+
+
+def thresholds_at_level(z: float, stats: GoodStatistics, rule: str) -> Thresholds:
+    """The thresholds at which the rule flags exactly the images whose combined score exceeds z."""
+    return Thresholds(stats.density_median - z * stats.density_spread, stats.error_median + z * stats.error_spread,
+                      rule)
+
+
+def thresholds_at_recall(truth_anomaly: np.ndarray, density: np.ndarray, error: np.ndarray, stats: GoodStatistics,
+                         rule: str, target_recall: float) -> Thresholds | None:
+    """The strictest-on-good thresholds that still catch `target_recall` of the defect images."""
+    truth = np.asarray(truth_anomaly, bool)
+    if not truth.any():
+        return None
+    scores = np.sort(combined_score(density, error, stats, rule)[truth])
+    k = int(np.ceil(target_recall * len(scores)))
+    z = float(np.nextafter(scores[len(scores) - k], -np.inf))
+    return thresholds_at_level(z, stats, rule)
+
+
+def pixel_auroc(masks: np.ndarray, heatmaps: np.ndarray) -> float:
+    """AUROC of per-pixel error maps against ground-truth masks (same shape, any image count)."""
+    return auroc(np.asarray(masks).ravel() > 0, np.asarray(heatmaps).ravel())
+
+
+def recall_at_fpr(truth_anomaly: np.ndarray, score: np.ndarray, fpr: float = 0.01) -> float:
+    """Share of defects caught at the score threshold that rejects at most `fpr` of the good images."""
+    t = np.asarray(truth_anomaly, bool)
+    if t.all() or not t.any():
+        return float("nan")
+    good = np.sort(np.asarray(score)[~t])
+    k = int(np.floor(fpr * len(good)))
+    return float((np.asarray(score)[t] > good[len(good) - 1 - k]).mean())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +32,22 @@ class ImageSet:
         return np.array([lab != GOOD for lab in self.labels], bool)
 
     def add_folder(self, folder: Path, label: str) -> None:
-        for path in list_images(folder):
+        """Decode every image of `folder` (in parallel threads); unreadable files go to `skipped`."""
+        def decode(path: Path) -> np.ndarray | str:
             try:
-                self.images.append(read_image(path))
+                return read_image(path)
             except GutcheckError as exc:
-                self.skipped.append((path, str(exc)))
-                continue
-            self.paths.append(path)
-            self.labels.append(label)
+                return str(exc)
+
+        paths = list_images(folder)
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+            for path, result in zip(paths, pool.map(decode, paths)):
+                if isinstance(result, str):
+                    self.skipped.append((path, result))
+                    continue
+                self.images.append(result)
+                self.paths.append(path)
+                self.labels.append(label)
 
 
 def load_good(root: Path) -> ImageSet:
@@ -73,3 +83,23 @@ def fingerprint(paths: list[Path]) -> str:
     for p in sorted(paths, key=lambda p: p.name):
         h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
+
+
+def load_masks(root: Path, test: ImageSet, size: int) -> np.ndarray | None:
+    """Ground-truth masks of a test set at `size` (good images: empty); None when a defect image
+    has no mask (then there is no pixel-level truth to measure against)."""
+    import cv2
+
+    masks = []
+    for path, label in zip(test.paths, test.labels):
+        if label == GOOD:
+            masks.append(np.zeros((size, size), bool))
+            continue
+        mask_path = Path(root) / "ground_truth" / label / f"{path.stem}_mask.png"
+        if not mask_path.is_file():
+            return None
+        mask = cv2.imdecode(np.fromfile(str(mask_path), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            return None
+        masks.append(cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) > 127)
+    return np.stack(masks) if masks else None

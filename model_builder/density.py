@@ -92,8 +92,11 @@ class LatentDensity:
         if self.points_ is None:
             raise RuntimeError("LatentDensity.score_samples called before fit")
         x = self._transform(latents)
-        sq = _sq_distances(x, self.points_)
-        return _gaussian_log_density(sq, float(self.bandwidth), self.points_.shape[1], len(self.points_))
+        n, dim = self.points_.shape
+        step = max(1, 4_000_000 // n)  # bound the distance matrix to ~32 MB
+        return np.concatenate([
+            _gaussian_log_density(_sq_distances(x[i:i + step], self.points_), float(self.bandwidth), dim, n)
+            for i in range(0, len(x), step)]) if len(x) else np.zeros(0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as plain arrays for an .npz file (no pickle)."""

@@ -8,16 +8,20 @@ import cv2
 import numpy as np
 
 from capture.errors import GutcheckError
+from capture.framing import Framing
 
 COLOURS = ("rgb", "gray")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize to a square `size`, convert to `color`, scale to 0..1 float32."""
+    """Frame the part (optional ROI and centring crop, as the capture tool frames it), resize to a
+    square `size`, convert to `color`, scale to 0..1 float32."""
 
     size: int = 128
     color: str = "rgb"
+    crop: int = 0
+    roi: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.color not in COLOURS:
@@ -26,11 +30,16 @@ class Preprocessing:
             raise GutcheckError(f"image size must be a multiple of 8 between 16 and 1024, not {self.size}")
 
     @property
+    def framing(self) -> Framing:
+        return Framing(tuple(self.roi) if self.roi else None, self.crop)
+
+    @property
     def channels(self) -> int:
         return 3 if self.color == "rgb" else 1
 
     def apply(self, bgr: np.ndarray) -> np.ndarray:
         """One 8-bit BGR image -> (size, size, channels) float32 in 0..1."""
+        bgr = self.framing.apply(bgr)
         interp = cv2.INTER_AREA if bgr.shape[0] > self.size else cv2.INTER_LINEAR
         img = cv2.resize(bgr, (self.size, self.size), interpolation=interp)
         if self.color == "rgb":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import keras
 from tqdm import tqdm
@@ -11,11 +12,13 @@ from tqdm import tqdm
 
 class EpochProgress(keras.callbacks.Callback):
     """Shows an epoch bar (loss, val_loss, ETA), keeps the weights of the best validation loss,
-    and stops after `patience` epochs without improvement."""
+    and stops after `patience` epochs without improvement or when the time limit is reached."""
 
-    def __init__(self, epochs: int, patience: int, enabled: bool = True):
+    def __init__(self, epochs: int, patience: int, enabled: bool = True, time_limit_s: float = 0.0):
         super().__init__()
         self.patience = patience
+        self.time_limit_s = time_limit_s
+        self.started = time.monotonic()
         self.best = math.inf
         self.best_weights: list | None = None
         self.wait = 0
@@ -35,6 +38,8 @@ class EpochProgress(keras.callbacks.Callback):
             self.wait += 1
             if self.wait >= self.patience:
                 self.model.stop_training = True
+        if self.time_limit_s and time.monotonic() - self.started > self.time_limit_s:
+            self.model.stop_training = True
         self.bar.set_postfix(loss=f"{logs.get('loss', math.nan):.5f}", val=f"{val:.5f}", best=f"{self.best:.5f}")
         self.bar.update(1)
 

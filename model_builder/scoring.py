@@ -88,7 +88,20 @@ class Scores:
     anomaly: np.ndarray  # (n,) bool
 
 
-RECONSTRUCTION_SCORES = ("mse", "topk")
+RECONSTRUCTION_SCORES = ("mse", "topk", "ssim")
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Structural similarity per pixel of two float images in 0..1 (H, W), Gaussian window."""
+    c1, c2 = 0.01**2, 0.03**2
+
+    def g(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (0, 0), sigma)
+
+    mu_a, mu_b = g(a), g(b)
+    var_a, var_b = g(a * a) - mu_a**2, g(b * b) - mu_b**2
+    cov = g(a * b) - mu_a * mu_b
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class ReconstructionScore:
     - ``mse``: whole-image mean squared error, as the prototype's evaluate() computed it.
     - ``topk``: the squared residual averaged over channels, blurred by `blur_sigma` pixels, and the
       mean of its largest `top_fraction` of pixels: a small defect is not averaged away.
+    - ``ssim``: 1 - SSIM per pixel (structure and contrast, not just brightness), averaged over
+      channels, and the mean of its largest `top_fraction` of pixels.
     """
 
     kind: str = "topk"
@@ -109,7 +124,11 @@ class ReconstructionScore:
             raise GutcheckError(f"unknown reconstruction score {self.kind!r}; known: {', '.join(RECONSTRUCTION_SCORES)}")
 
     def heatmaps(self, inputs: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
-        """Per-pixel squared residual, averaged over channels (and blurred for topk): (n, h, w)."""
+        """Per-pixel error map (n, h, w): squared residual (blurred for topk) or 1 - SSIM."""
+        if self.kind == "ssim":
+            return np.stack([
+                np.mean([1.0 - ssim_map(x[..., c], r[..., c]) for c in range(x.shape[-1])], axis=0)
+                for x, r in zip(inputs.astype(np.float32), reconstruction.astype(np.float32))])
         res = ((inputs - reconstruction) ** 2).mean(-1).astype(np.float32)
         if self.kind == "topk" and self.blur_sigma > 0:
             res = np.stack([cv2.GaussianBlur(r, (0, 0), self.blur_sigma) for r in res])

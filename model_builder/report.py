@@ -1,0 +1,220 @@
+"""The build report: one self-contained HTML file, plots embedded as PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from model_builder.scoring import Scores, combined_score  # noqa: E402
+
+GOOD_COLOUR = "#2b8a3e"
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "–" if np.isnan(v) else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def loss_plot(history: dict[str, list[float]]) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for key, style in (("loss", "-"), ("val_loss", "--")):
+        if history.get(key):
+            ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("Training and validation loss")
+    return _png(fig)
+
+
+def _groups(labels: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    return {lab: values[np.array(labels) == lab] for lab in sorted(set(labels), key=lambda s: (s != "good", s))}
+
+
+def histogram_plot(groups: dict[str, np.ndarray], threshold: float, title: str, xlabel: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    every = np.concatenate(list(groups.values()))
+    bins = np.linspace(np.percentile(every, 0.5), np.percentile(every, 99.5), 40)
+    for lab, vals in groups.items():
+        ax.hist(np.clip(vals, bins[0], bins[-1]), bins=bins, alpha=0.55, label=f"{lab} ({len(vals)})",
+                color=GOOD_COLOUR if lab.startswith("good") else None)
+    ax.axvline(threshold, color="k", lw=2, label=f"threshold {threshold:.4g}")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def scatter_plot(groups_d: dict[str, np.ndarray], groups_e: dict[str, np.ndarray], t_density: float,
+                 t_error: float, rule: str) -> str:
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for lab in groups_d:
+        ax.scatter(groups_d[lab], groups_e[lab], s=14, alpha=0.75, label=lab,
+                   color=GOOD_COLOUR if lab.startswith("good") else None)
+    ax.axvline(t_density, color="k", lw=1.5)
+    ax.axhline(t_error, color="k", lw=1.5)
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    if rule == "and":
+        ax.fill_between([x0, t_density], t_error, y1, color="red", alpha=0.08)
+    else:
+        ax.fill_between([x0, t_density], y0, y1, color="red", alpha=0.08)
+        ax.fill_between([t_density, x1], t_error, y1, color="red", alpha=0.08)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("density (latent log-density)")
+    ax.set_ylabel("reconstruction error")
+    ax.set_title(f"Two-threshold rule ({rule.upper()}): shaded = anomaly")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def roc_plot(truth: np.ndarray, curves: dict[str, np.ndarray]) -> str:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, score in curves.items():
+        fpr, tpr, _ = roc_curve(truth, score)
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false alarm rate (good parts rejected)")
+    ax.set_ylabel("recall (defects caught)")
+    ax.set_title("ROC curves")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def confusion_plot(op: dict) -> str:
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    m = np.array([[op["tn"], op["fp"]], [op["fn"], op["tp"]]])
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=14, color="k")
+    ax.set_xticks([0, 1], ["OK", "ANOMALY"])
+    ax.set_yticks([0, 1], ["good", "defect"])
+    ax.set_xlabel("verdict")
+    ax.set_ylabel("truth")
+    ax.set_title("At the chosen thresholds")
+    return _png(fig)
+
+
+def examples_plot(title: str, idx: list[int], inputs: np.ndarray, scores: Scores, heatmaps: np.ndarray,
+                  labels: list[str]) -> str:
+    if not idx:
+        return f"<p>{html.escape(title)}: none.</p>"
+    fig, axes = plt.subplots(len(idx), 3, figsize=(6, 2.1 * len(idx)), squeeze=False)
+    for row, i in enumerate(idx):
+        for col, (img, name) in enumerate(((inputs[i], "input"), (scores.reconstruction[i], "reconstruction"),
+                                           (heatmaps[i], "error heatmap"))):
+            ax = axes[row][col]
+            ax.imshow(img.squeeze(), cmap="inferno" if col == 2 else ("gray" if img.shape[-1] == 1 else None))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(f"{labels[i]}\nd={scores.density[i]:.3g}\ne={scores.error[i]:.3g}", fontsize=7)
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def metrics_table(summary: dict) -> str:
+    op = summary["operating_point"]
+    rows = [
+        ("image AUROC, combined", summary["auroc_combined"]),
+        ("image AUROC, density", summary["auroc_density"]),
+        ("image AUROC, reconstruction error", summary["auroc_reconstruction"]),
+        ("average precision, combined", summary.get("ap_combined")),
+        ("pixel AUROC (error heatmap)", summary.get("pixel_auroc")),
+        ("accuracy at thresholds", op["accuracy"]),
+        ("precision at thresholds", op["precision"]),
+        ("recall at thresholds", op["recall"]),
+        ("F1 at thresholds", op["f1"]),
+    ]
+    for lab, v in summary.get("auroc_combined_by_defect", {}).items():
+        rows.append((f"image AUROC, good vs {lab}", v))
+    for rule, r in summary.get("rules", {}).items():
+        rows.append((f"rule {rule.upper()} at the false-reject target: F1 / recall / accuracy",
+                     f"{_fmt(r['operating_point']['f1'])} / {_fmt(r['operating_point']['recall'])} / "
+                     f"{_fmt(r['operating_point']['accuracy'])}"))
+    rec = summary.get("at_target_recall")
+    if rec:
+        t = rec["thresholds"]
+        rows.append((f"thresholds for {rec['target_recall']:.0%} recall: density / reconstruction",
+                     f"{t['density']:.4g} / {t['reconstruction']:.4g}"))
+        rows.append(("… there: precision / recall / accuracy",
+                     f"{_fmt(rec['operating_point']['precision'])} / {_fmt(rec['operating_point']['recall'])} / "
+                     f"{_fmt(rec['operating_point']['accuracy'])}"))
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v) if not isinstance(v, str) else v}</td></tr>"
+                   for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def render_report(bundle, history: dict, evaluation, val: Scores) -> str:
+    """The whole report as one HTML string."""
+    meta, t = bundle.meta, bundle.thresholds
+    prov = meta.get("provenance", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Gutcheck build report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px}"
+        "img{max-width:100%;margin:6px}h2{border-bottom:1px solid #ddd}</style></head><body>",
+        "<h1>Gutcheck build report</h1>",
+        f"<p>Dataset <code>{html.escape(str(prov.get('dataset', '?')))}</code>, {prov.get('train_images', '?')} "
+        f"good images; architecture <b>{html.escape(str(meta.get('architecture')))}</b>, density preset "
+        f"<b>{html.escape(str(meta.get('density_preset')))}</b> (bandwidth {meta.get('density_bandwidth', 0):.3g}), "
+        f"reconstruction score <b>{bundle.reconstruction_score.kind}</b>, built {html.escape(prov.get('built', '?'))}."
+        "</p>",
+        f"<p><b>Rule:</b> anomaly if density &lt; {t.density:.4g} <b>{t.rule.upper()}</b> reconstruction error "
+        f"&gt; {t.reconstruction:.4g}. Calibrated on {meta['calibration']['validation_images']} held-out good "
+        f"images for a {meta['calibration']['target_false_reject_rate']:.1%} false-reject rate "
+        f"(measured there: {meta['calibration']['validation_false_reject_rate']:.1%}).</p>",
+        "<h2>Training</h2>", loss_plot(history),
+    ]
+    if evaluation is None:
+        parts += ["<h2>Held-out good images</h2><p>No test/ folder: no defect images to evaluate against.</p>",
+                  histogram_plot({"good (validation)": val.density}, t.density, "Density", "density"),
+                  histogram_plot({"good (validation)": val.error}, t.reconstruction, "Reconstruction error",
+                                 "reconstruction error")]
+    else:
+        s, labels = evaluation.scores, evaluation.test.labels
+        truth = evaluation.test.is_anomaly
+        gd, ge = _groups(labels, s.density), _groups(labels, s.error)
+        comb = combined_score(s.density, s.error, bundle.good_statistics, t.rule)
+        parts += [
+            "<h2>Metrics on test/</h2>", metrics_table(evaluation.summary),
+            "<h2>Scores: good vs each defect type</h2>",
+            histogram_plot(gd, t.density, "Density (low = unlike good parts)", "density"),
+            histogram_plot(ge, t.reconstruction, "Reconstruction error (high = not redrawn)", "reconstruction error"),
+            scatter_plot(gd, ge, t.density, t.reconstruction, t.rule),
+        ]
+        if truth.any() and not truth.all():
+            parts.append(roc_plot(truth, {"density": -s.density, "reconstruction error": s.error,
+                                          f"combined ({t.rule})": comb}))
+        parts.append(confusion_plot(evaluation.summary["operating_point"]))
+        missed = [i for i in np.argsort(comb) if truth[i] and not s.anomaly[i]][:4]
+        alarms = [i for i in np.argsort(-comb) if not truth[i] and s.anomaly[i]][:4]
+        parts += ["<h2>Worst misses and false alarms</h2>",
+                  examples_plot("Defects passed as OK (lowest scores first)", missed, evaluation.inputs, s,
+                                evaluation.heatmaps, labels),
+                  examples_plot("Good parts rejected (highest scores first)", alarms, evaluation.inputs, s,
+                                evaluation.heatmaps, labels)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
