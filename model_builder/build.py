@@ -296,10 +296,12 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
 
 def _check_writable(out: Path) -> None:
     """Fail before training, not after, when the bundle cannot be written where asked."""
+    import os
+
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    import os
-
+    if not parent.is_dir():
+        raise GutcheckError(f"{out}: cannot write there ({parent} is a file, not a folder)")
     if not os.access(parent, os.W_OK):
         raise GutcheckError(f"{out}: cannot write there ({parent} is not writable)")

@@ -1,0 +1,1 @@
+"""Serial links to the knob box and the conveyor (protocols in docs/protocols.md)."""

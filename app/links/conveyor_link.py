@@ -1,0 +1,158 @@
+"""The conveyor link: verdicts delivered in order with acknowledgement, timeout and retry,
+none lost and none acted on twice; heartbeats for the conveyor's watchdog; belt commands."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from app.links import protocol
+from app.links.protocol import Ack, BeltEvent, BeltStatus, ConveyorParser
+from app.links.serial_link import LOST, SerialLink
+
+
+class ConveyorLink:
+    """Talks to the conveyor Arduino (or its simulator) over any pyserial URL."""
+
+    def __init__(self, url: str, ack_timeout_s: float = 0.15, retries: int = 5, heartbeat_s: float = 0.2,
+                 prototype: bool = False, **link_options):
+        self.parser = ConveyorParser()
+        self.ack_timeout_s = ack_timeout_s
+        self.retries = retries
+        self.heartbeat_s = heartbeat_s
+        self.prototype = prototype  # send bare '0'/'1' like the prototype: no acknowledgement, no heartbeat
+        self.heartbeats_enabled = not prototype
+        self.belt_state = "?"
+        self.status: BeltStatus | None = None
+        self.delivered = 0
+        self.resends = 0
+        self.failures = 0
+        self.latencies_s: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._queue: collections.deque[tuple[int, bool, float]] = collections.deque()
+        self._acked: set[int] = set()
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._last_tx = 0.0
+        self.link = SerialLink(url, self._on_bytes, name="conveyor", **link_options)
+        self._sender = threading.Thread(target=self._send_loop, name="conveyor-sender", daemon=True)
+
+    # -- incoming (reader thread) ---------------------------------------------------------------
+    def _on_bytes(self, data: bytes) -> bool:
+        messages = self.parser.feed(data)
+        with self._cond:
+            for m in messages:
+                if isinstance(m, Ack):
+                    self._acked.add(m.seq)
+                elif isinstance(m, BeltEvent):
+                    self.belt_state = m.state
+                elif isinstance(m, BeltStatus):
+                    self.status = m
+                    self.belt_state = m.state
+            if messages:
+                self._cond.notify_all()
+        return bool(messages)
+
+    # -- outgoing -----------------------------------------------------------------------------
+    def send_verdict(self, defect: bool) -> int:
+        """Queue a verdict; returns its sequence number. Never blocks."""
+        with self._cond:
+            self._seq = self._seq % 65535 + 1
+            self._queue.append((self._seq, bool(defect), time.monotonic()))
+            self._cond.notify_all()
+            return self._seq
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def resume(self) -> bool:
+        return self._command(protocol.RESUME)
+
+    def stop_belt(self) -> bool:
+        return self._command(protocol.STOP)
+
+    def set_speed(self, steps_per_s: int) -> bool:
+        return self._command(protocol.speed_frame(steps_per_s))
+
+    def request_status(self) -> bool:
+        return self._command(protocol.STATUS)
+
+    def _command(self, data: bytes) -> bool:
+        self._last_tx = time.monotonic()
+        return self.link.write(data)
+
+    def state(self) -> str:
+        return self.link.state()
+
+    def wait_delivered(self, timeout_s: float) -> bool:
+        """Block (not for the Tk thread) until every queued verdict is acknowledged."""
+        end = time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue and time.monotonic() < end:
+                self._cond.wait(0.05)
+            return not self._queue
+
+    def _deliver(self, seq: int, defect: bool) -> bool:
+        if self.prototype:
+            return self.link.write(b"1" if defect else b"0")
+        data = protocol.verdict_frame(seq, defect)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.resends += 1
+            if not self.link.write(data):
+                return False
+            self._last_tx = time.monotonic()
+            end = self._last_tx + self.ack_timeout_s
+            with self._cond:
+                while seq not in self._acked and not self._stop.is_set():
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if seq in self._acked:
+                    self._acked.discard(seq)
+                    return True
+        return False
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                head = self._queue[0] if self._queue else None
+            if head is not None and self.link.port is not None:
+                seq, defect, _ = head
+                started = time.monotonic()
+                if self._deliver(seq, defect):
+                    with self._cond:
+                        self._queue.popleft()
+                        self.delivered += 1
+                        self.latencies_s.append(time.monotonic() - started)  # first send to acknowledgement
+                        self._cond.notify_all()
+                    continue
+                self.failures += 1  # kept at the head of the queue: tried again, never dropped
+                self._stop.wait(0.05)
+            elif head is not None:
+                self._stop.wait(0.02)  # port closed: the reader is reconnecting
+            if self.heartbeats_enabled and time.monotonic() - self._last_tx >= self.heartbeat_s:
+                self._command(protocol.HEARTBEAT)
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(min(self.heartbeat_s, 0.05))
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> "ConveyorLink":
+        self.link.start()
+        self._sender.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._sender.join(timeout=2)
+        self.link.close()
+
+    @property
+    def lost(self) -> bool:
+        return self.state() == LOST

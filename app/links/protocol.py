@@ -1,0 +1,210 @@
+"""Gutcheck line protocol v1, as pure functions of bytes: no ports, no threads, no clocks.
+
+Frames are ``$<body>*<CC>\\n`` with CC the CRC-8 (poly 0x07) of body; see docs/protocols.md.
+The knob parser also reads the prototype's ``_34#<raw>#34_`` / ``_39#<raw>#39_`` lines, the
+conveyor side also the prototype's bare ``0`` / ``1`` verdict bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_LINE = 48
+PROTOTYPE_FULL_SCALE = 4095
+
+
+def crc8(data: bytes) -> int:
+    """CRC-8, polynomial 0x07, initial value 0, no reflection."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def frame(body: str) -> bytes:
+    """One protocol line for `body`."""
+    raw = body.encode("ascii")
+    if b"$" in raw or b"*" in raw or len(raw) > MAX_LINE - 3:
+        raise ValueError(f"not a frame body: {body!r}")
+    return b"$" + raw + b"*%02X\n" % crc8(raw)
+
+
+def check_frame(line: bytes) -> str | None:
+    """The body of a complete line (without the newline) if it is a valid frame, else None."""
+    line = line.rstrip(b"\r")
+    if len(line) < 4 or line[:1] != b"$" or line[-3:-2] != b"*" or len(line) > MAX_LINE + 1:
+        return None
+    body, cc = line[1:-3], line[-2:]
+    try:
+        if int(cc, 16) != crc8(body) or not all(32 <= b <= 126 and b not in b"$*" for b in body):
+            return None
+        return body.decode("ascii")
+    except ValueError:
+        return None
+
+
+class LineSplitter:
+    """Bytes in, complete lines out; an overlong line is dropped whole and counted."""
+
+    def __init__(self, max_line: int = MAX_LINE + 8):
+        self.max_line = max_line
+        self.buffer = bytearray()
+        self.overflowed = False
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = []
+        for byte in data:
+            if byte == 0x0A:
+                if self.overflowed:
+                    self.dropped += 1
+                else:
+                    lines.append(bytes(self.buffer))
+                self.buffer.clear()
+                self.overflowed = False
+            elif len(self.buffer) >= self.max_line:
+                self.overflowed = True
+            else:
+                self.buffer.append(byte)
+        return lines
+
+
+def _uint(text: str, high: int) -> int | None:
+    if not text.isdigit() or len(text) > 5:
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
+@dataclass(frozen=True)
+class KnobReading:
+    """Both knob positions in permille (0..1000); seq is None for the prototype's lines."""
+
+    a: int
+    b: int
+    seq: int | None = None
+
+
+_PROTO_KNOB = re.compile(rb"^_(34|39)#(\d{1,4})#(34|39)_\r?$")
+
+
+class KnobParser:
+    """Parses knob box bytes into readings; counts what it drops as garbage."""
+
+    def __init__(self) -> None:
+        self.splitter = LineSplitter()
+        self.garbage = 0
+        self.pending = {"34": None, "39": None}  # prototype lines come one pin at a time
+        self.last = (0, 0)
+
+    def feed(self, data: bytes) -> list[KnobReading]:
+        out: list[KnobReading] = []
+        for line in self.splitter.feed(data):
+            reading = self.parse_line(line)
+            if reading is None:
+                if line.strip():
+                    self.garbage += 1
+            else:
+                out.append(reading)
+        self.garbage += self.splitter.dropped
+        self.splitter.dropped = 0
+        return out
+
+    def parse_line(self, line: bytes) -> KnobReading | None:
+        body = check_frame(line)
+        if body is not None:
+            fields = body.split(",")
+            if len(fields) == 4 and fields[0] == "K":
+                seq, a, b = _uint(fields[1], 255), _uint(fields[2], 1000), _uint(fields[3], 1000)
+                if None not in (seq, a, b):
+                    self.last = (a, b)
+                    return KnobReading(a, b, seq)
+            return None
+        m = _PROTO_KNOB.match(line)
+        if not m or m.group(1) != m.group(3) or int(m.group(2)) > PROTOTYPE_FULL_SCALE:
+            return None
+        value = round(int(m.group(2)) * 1000 / PROTOTYPE_FULL_SCALE)
+        a, b = self.last
+        self.last = (value, b) if m.group(1) == b"34" else (a, value)
+        return KnobReading(*self.last)
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True)
+class BeltEvent:
+    state: str  # W R D T C (docs/protocols.md)
+
+
+@dataclass(frozen=True)
+class BeltStatus:
+    state: str
+    steps_per_s: int
+    last_seq: int
+    errors: int
+
+
+BELT_STATES = {"W": "waiting", "R": "running", "D": "stopped: defect", "T": "stopped: watchdog",
+               "C": "stopped: command"}
+
+
+class ConveyorParser:
+    """Parses what the conveyor sends: acknowledgements, state events, status."""
+
+    def __init__(self) -> None:
+        self.splitter = LineSplitter()
+        self.garbage = 0
+
+    def feed(self, data: bytes) -> list[Ack | BeltEvent | BeltStatus]:
+        out = []
+        for line in self.splitter.feed(data):
+            msg = self.parse_line(line)
+            if msg is None:
+                if line.strip():
+                    self.garbage += 1
+            else:
+                out.append(msg)
+        self.garbage += self.splitter.dropped
+        self.splitter.dropped = 0
+        return out
+
+    @staticmethod
+    def parse_line(line: bytes) -> Ack | BeltEvent | BeltStatus | None:
+        body = check_frame(line)
+        if body is None:
+            return None
+        f = body.split(",")
+        if f[0] == "A" and len(f) == 2:
+            seq = _uint(f[1], 65535)
+            return Ack(seq) if seq else None
+        if f[0] == "E" and len(f) == 2 and f[1] in BELT_STATES:
+            return BeltEvent(f[1])
+        if f[0] == "S" and len(f) >= 5 and f[1] in BELT_STATES:
+            sps, seq, err = _uint(f[2], 65535), _uint(f[3], 65535), (int(f[4]) if f[4].isdigit() else None)
+            if None not in (sps, seq, err):
+                return BeltStatus(f[1], sps, seq, err)
+        return None
+
+
+def verdict_frame(seq: int, defect: bool) -> bytes:
+    return frame(f"V,{seq},{1 if defect else 0}")
+
+
+HEARTBEAT = frame("H")
+RESUME = frame("R")
+STOP = frame("X")
+STATUS = frame("Q")
+
+
+def speed_frame(steps_per_s: int) -> bytes:
+    return frame(f"P,{int(steps_per_s)}")
+
+
+def knob_frame(seq: int, a: int, b: int) -> bytes:
+    return frame(f"K,{seq % 256},{a},{b}")

@@ -1,0 +1,276 @@
+"""Device simulators for the demo and the tests: a knob box and a conveyor speaking protocol v1
+over a pseudo-terminal pair, so the links under test open a real serial port.
+
+The conveyor model mirrors arduino_firmware/conveyor/conveyor_logic.cpp; the conformance tests
+run the same checks against both (and against the firmware in the AVR emulator).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+
+from app.links import protocol
+from app.links.protocol import LineSplitter, check_frame
+
+
+class PtyDevice:
+    """The device end of a pty pair. The serial side is reachable at `path` (a symlink to the
+    slave), so `unplug()` and `plug()` look to the link like a USB cable pulled and put back."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.master: int | None = None
+        self._slave: int | None = None
+
+    def plug(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        self.master, self._slave = master, slave
+        tmp = self.path.with_name(self.path.name + ".new")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.ttyname(slave))
+        os.replace(tmp, self.path)
+
+    def unplug(self) -> None:
+        self.path.unlink(missing_ok=True)
+        for fd in (self.master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self.master = self._slave = None
+
+    def read(self, timeout_s: float) -> bytes:
+        master = self.master
+        if master is None:
+            time.sleep(timeout_s)
+            return b""
+        try:
+            ready, _, _ = select.select([master], [], [], timeout_s)
+            return os.read(master, 1024) if ready else b""
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        if self.master is not None:
+            try:
+                os.write(self.master, data)
+            except OSError:
+                pass
+
+
+class ConveyorModel:
+    """The conveyor's logic (protocol v1): states, acknowledgements, watchdog. Time in seconds."""
+
+    def __init__(self, watchdog_s: float = 1.0, status_s: float = 0.5, prototype_compat: bool = False):
+        self.watchdog_s = watchdog_s
+        self.status_s = status_s
+        self.prototype_compat = prototype_compat
+        self.state = "R" if prototype_compat else "W"
+        self.steps_per_s = 800
+        self.last_seq = 0
+        self.errors = 0
+        self.acted: list[bool] = []  # every verdict acted on, in order (True = defect)
+        self.last_rx = 0.0
+        self.last_status = 0.0
+        self.splitter = LineSplitter(max_line=protocol.MAX_LINE + 8)
+        self.out = bytearray()
+        self._in_frame = False
+
+    def _send(self, body: str) -> None:
+        self.out += protocol.frame(body)
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._send(f"E,{state}")
+
+    def _status(self) -> None:
+        self._send(f"S,{self.state},{self.steps_per_s},{self.last_seq},{self.errors}")
+
+    def _verdict(self, defect: bool) -> None:
+        self.acted.append(defect)
+        if defect:
+            self._set("D")
+
+    def feed(self, data: bytes, now: float) -> None:
+        for byte in data:
+            if not self._in_frame and byte in b"01":
+                if self.prototype_compat:  # only the prototype's PC sends bare verdict bytes
+                    self.last_rx = now
+                    self._verdict(byte == ord("1"))
+                else:
+                    self.errors += 1
+                continue
+            if byte == ord("$"):
+                if self._in_frame and self.splitter.buffer:
+                    self.errors += 1
+                self._in_frame = True
+                self.splitter.buffer.clear()
+                self.splitter.overflowed = False
+            if byte == 0x0D and self._in_frame:
+                continue  # as the firmware: a carriage return inside a frame is ignored
+            if not self._in_frame:
+                if byte not in b"\r\n":
+                    self.errors += 1
+                continue
+            for line in self.splitter.feed(bytes([byte])):
+                self._in_frame = False
+                self._line(line, now)
+            if self.splitter.dropped:
+                self.errors += self.splitter.dropped
+                self.splitter.dropped = 0
+                self._in_frame = False
+
+    def _line(self, line: bytes, now: float) -> None:
+        body = check_frame(line)
+        f = body.split(",") if body else []
+        ok = True
+        if f == ["H"]:
+            pass
+        elif len(f) == 3 and f[0] == "V" and f[1].isdigit() and len(f[1]) <= 5 and 0 < int(f[1]) <= 65535 \
+                and f[2] in ("0", "1"):
+            seq = int(f[1])
+            if seq != self.last_seq:
+                self.last_seq = seq
+                self._verdict(f[2] == "1")
+            self._send(f"A,{seq}")
+        elif f == ["R"]:
+            self._set("R")
+        elif f == ["X"]:
+            self._set("C")
+        elif f == ["Q"]:
+            self._status()
+        elif len(f) == 2 and f[0] == "P" and f[1].isdigit() and len(f[1]) <= 5 and 50 <= int(f[1]) <= 4000:
+            self.steps_per_s = int(f[1])
+            self._status()
+        else:
+            ok = False
+        if ok:
+            self.last_rx = now
+        else:
+            self.errors += 1
+
+    def tick(self, now: float) -> None:
+        if not self.prototype_compat and self.state == "R" and now - self.last_rx > self.watchdog_s:
+            self._set("T")
+        if now - self.last_status >= self.status_s:
+            self.last_status = now
+            self._status()
+
+    def press_button(self, now: float) -> None:
+        """A debounced press of the resume button."""
+        if self.state != "R":
+            self.last_rx = now
+            self._set("R")
+
+    def take_output(self) -> bytes:
+        data, self.out = bytes(self.out), bytearray()
+        return data
+
+
+class _DeviceThread:
+    def __init__(self, path: Path):
+        self.device = PtyDevice(path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=type(self).__name__)
+        self.lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.device.path
+
+    def start(self):
+        self.device.plug()
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.device.unplug()
+
+    def unplug(self) -> None:
+        with self.lock:
+            self.device.unplug()
+
+    def plug(self) -> None:
+        with self.lock:
+            self.device.plug()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class ConveyorSimulator(_DeviceThread):
+    """The conveyor on a pty: `path` is its serial port. `model` holds the belt state."""
+
+    def __init__(self, path: Path, **model_options):
+        super().__init__(path)
+        self.model = ConveyorModel(**model_options)
+
+    def press_button(self) -> None:
+        with self.lock:
+            self.model.press_button(time.monotonic())
+
+    @property
+    def running(self) -> bool:
+        return self.model.state == "R"
+
+    def _run(self) -> None:
+        self.model.last_rx = time.monotonic()
+        while not self._stop.is_set():
+            data = self.device.read(0.005)
+            with self.lock:
+                now = time.monotonic()
+                self.model.feed(data, now)
+                self.model.tick(now)
+                out = self.model.take_output()
+                if out:
+                    self.device.write(out)
+
+
+class KnobBoxSimulator(_DeviceThread):
+    """The knob box on a pty: sends both positions on change and every `heartbeat_s`.
+    `script` is a list of (seconds from start, a, b) moves, for demos; `set()` moves the knobs now."""
+
+    def __init__(self, path: Path, heartbeat_s: float = 0.5, prototype_format: bool = False,
+                 script: list[tuple[float, int, int]] | None = None):
+        super().__init__(path)
+        self.heartbeat_s = heartbeat_s
+        self.prototype_format = prototype_format
+        self.script = sorted(script or [])
+        self.a, self.b = 500, 500
+        self.seq = 0
+        self._changed = True
+        self.silent = False  # True: the box is on but sends nothing (a hung Bluetooth link)
+
+    def set(self, a: int, b: int) -> None:
+        with self.lock:
+            self.a, self.b = max(0, min(1000, int(a))), max(0, min(1000, int(b)))
+            self._changed = True
+
+    def _line(self) -> bytes:
+        if self.prototype_format:
+            raw = [round(v * protocol.PROTOTYPE_FULL_SCALE / 1000) for v in (self.a, self.b)]
+            return f"_34#{raw[0]}#34_\n_39#{raw[1]}#39_\n".encode()
+        line = protocol.knob_frame(self.seq, self.a, self.b)
+        self.seq = (self.seq + 1) % 256
+        return line
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        last = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            while self.script and now - start >= self.script[0][0]:
+                _, a, b = self.script.pop(0)
+                self.set(a, b)
+            with self.lock:
+                if not self.silent and (self._changed or now - last >= self.heartbeat_s):
+                    self.device.write(self._line())
+                    self._changed, last = False, now
+            self.device.read(0.01)  # drain anything written to us; doubles as the tick

@@ -1,0 +1,55 @@
+// Gutcheck conveyor: stops the belt and lights the lamp on a defect verdict from the PC.
+// Arduino Uno R3 / R4. Pins: STEP 3, DIR 4, EN 5 (LOW = driver enabled), lamp 6, resume button 7.
+// Non-blocking: no delay(); the stepper is clocked from micros(). Protocol: docs/protocols.md.
+// Compile with -DPROTOTYPE_COMPAT for the prototype's behaviour (belt runs from power-up, no watchdog).
+#include "conveyor_logic.h"
+
+const uint8_t PIN_STEP = 3, PIN_DIR = 4, PIN_EN = 5, PIN_LAMP = 6, PIN_BUTTON = 7;
+
+static gc::Settings make_settings() {
+  gc::Settings s;
+#ifdef PROTOTYPE_COMPAT
+  s.prototype_compat = true;
+#endif
+  return s;
+}
+
+gc::Conveyor conveyor(make_settings());
+unsigned long last_step_us = 0;
+bool step_level = false;
+
+void setup() {
+  pinMode(PIN_STEP, OUTPUT);
+  pinMode(PIN_DIR, OUTPUT);
+  pinMode(PIN_EN, OUTPUT);
+  pinMode(PIN_LAMP, OUTPUT);
+  pinMode(PIN_BUTTON, INPUT_PULLUP);
+  digitalWrite(PIN_EN, HIGH);  // driver off until the logic says run
+  digitalWrite(PIN_DIR, HIGH);
+  Serial.begin(115200);
+}
+
+void loop() {
+  unsigned long now = millis();
+  while (Serial.available() > 0) conveyor.feed((char)Serial.read(), now);
+  conveyor.button(digitalRead(PIN_BUTTON) == LOW, now);
+  conveyor.tick(now);
+
+  bool run = conveyor.running();
+  digitalWrite(PIN_EN, run ? LOW : HIGH);
+  digitalWrite(PIN_LAMP, conveyor.lamp() ? HIGH : LOW);
+  unsigned long half_period_us = 500000UL / conveyor.steps_per_s();
+  unsigned long now_us = micros();
+  if (run && now_us - last_step_us >= half_period_us) {
+    last_step_us = now_us;
+    step_level = !step_level;
+    digitalWrite(PIN_STEP, step_level ? HIGH : LOW);
+  }
+
+  char out[64];
+  size_t room = (size_t)Serial.availableForWrite();
+  if (room > 1) {
+    size_t n = conveyor.take_output(out, room + 1 < sizeof out ? room + 1 : sizeof out);
+    if (n) Serial.write((const uint8_t*)out, n);
+  }
+}

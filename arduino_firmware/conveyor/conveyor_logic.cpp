@@ -1,0 +1,226 @@
+// Conveyor logic: see conveyor_logic.h and docs/protocols.md.
+#include "conveyor_logic.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace gc {
+
+uint8_t checksum(const char* s, size_t n) {  // CRC-8, polynomial 0x07, initial value 0
+  uint8_t crc = 0;
+  for (size_t i = 0; i < n; ++i) {
+    crc ^= (uint8_t)s[i];
+    for (uint8_t b = 0; b < 8; ++b) crc = (crc & 0x80) ? (uint8_t)((crc << 1) ^ 0x07) : (uint8_t)(crc << 1);
+  }
+  return crc;
+}
+
+static char hex_digit(uint8_t v) { return v < 10 ? '0' + v : 'A' + (v - 10); }
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+size_t frame(const char* body, char* out, size_t cap) {
+  size_t n = strlen(body);
+  if (n + 6 > cap) return 0;
+  uint8_t cs = checksum(body, n);
+  out[0] = '$';
+  memcpy(out + 1, body, n);
+  out[n + 1] = '*';
+  out[n + 2] = hex_digit(cs >> 4);
+  out[n + 3] = hex_digit(cs & 15);
+  out[n + 4] = '\n';
+  out[n + 5] = 0;
+  return n + 5;
+}
+
+Input LineReader::feed(char c) {
+  if (c == '$') {  // a new frame starts; anything unfinished before it was garbage
+    bool dropped = in_frame_ && len_ > 0;
+    in_frame_ = true;
+    overflow_ = false;
+    len_ = 0;
+    return dropped ? Input::Garbage : Input::None;
+  }
+  if (!in_frame_) {
+    if (c == '0') return Input::Compat0;
+    if (c == '1') return Input::Compat1;
+    if (c == '\n' || c == '\r') return Input::None;
+    return Input::Garbage;
+  }
+  if (c == '\r') return Input::None;
+  if (c != '\n') {
+    if (len_ >= kMaxLine) {
+      overflow_ = true;
+    } else {
+      buf_[len_++] = c;
+    }
+    return Input::None;
+  }
+  in_frame_ = false;
+  if (overflow_ || len_ < 4 || buf_[len_ - 3] != '*') return Input::Garbage;
+  int hi = hex_value(buf_[len_ - 2]), lo = hex_value(buf_[len_ - 1]);
+  size_t n = len_ - 3;
+  if (hi < 0 || lo < 0 || checksum(buf_, n) != (uint8_t)(hi * 16 + lo)) return Input::Garbage;
+  for (size_t i = 0; i < n; ++i) {
+    if (buf_[i] == '*' || (uint8_t)buf_[i] < 32 || (uint8_t)buf_[i] > 126) return Input::Garbage;
+  }
+  memcpy(body_, buf_, n);
+  body_[n] = 0;
+  return Input::Frame;
+}
+
+// Parses a decimal number of at most 5 digits that ends at ',' or NUL; -1 if malformed.
+static long parse_uint(const char* s, const char** end) {
+  long v = 0;
+  int digits = 0;
+  while (*s >= '0' && *s <= '9') {
+    v = v * 10 + (*s - '0');
+    ++s;
+    if (++digits > 5) return -1;
+  }
+  if (digits == 0 || (*s != ',' && *s != 0)) return -1;
+  *end = s;
+  return v;
+}
+
+Conveyor::Conveyor(const Settings& s)
+    : settings_(s),
+      state_(s.prototype_compat ? Belt::Running : Belt::Waiting),
+      sps_(s.steps_per_s) {}
+
+void Conveyor::send(const char* body) {
+  char line[kMaxLine + 8];
+  size_t n = frame(body, line, sizeof line);
+  if (n == 0 || out_len_ + n >= sizeof out_) return;  // full: the periodic status repeats the news
+  memcpy(out_ + out_len_, line, n);
+  out_len_ += n;
+}
+
+size_t Conveyor::take_output(char* out, size_t cap) {
+  if (cap == 0) return 0;
+  size_t n = out_len_ < cap - 1 ? out_len_ : cap - 1;
+  memcpy(out, out_, n);
+  out[n] = 0;
+  memmove(out_, out_ + n, out_len_ - n);
+  out_len_ -= n;
+  return n;
+}
+
+void Conveyor::send_status() {
+  char body[40];
+  snprintf(body, sizeof body, "S,%c,%u,%u,%lu", (char)state_, (unsigned)sps_, (unsigned)last_seq_,
+           (unsigned long)errors_);
+  send(body);
+}
+
+void Conveyor::set_state(Belt s) {
+  if (s == state_) return;
+  state_ = s;
+  char body[4] = {'E', ',', (char)s, 0};
+  send(body);
+}
+
+void Conveyor::verdict(bool defect) {
+  ++acted_;
+  if (defect) set_state(Belt::Defect);
+}
+
+void Conveyor::feed(char c, uint32_t now_ms) {
+  Input in = reader_.feed(c);
+  switch (in) {
+    case Input::None:
+      return;
+    case Input::Garbage:
+      ++errors_;
+      return;
+    case Input::Compat0:
+    case Input::Compat1:
+      // Only in compatibility mode: in a framed session a bare '1' is a frame that lost its '$'.
+      if (!settings_.prototype_compat) {
+        ++errors_;
+        return;
+      }
+      last_rx_ms_ = now_ms;
+      verdict(in == Input::Compat1);
+      return;
+    case Input::Frame:
+      on_body(reader_.body(), now_ms);
+      return;
+  }
+}
+
+void Conveyor::on_body(const char* b, uint32_t now_ms) {
+  const char* end = b;
+  bool ok = true;
+  if (b[0] == 'H' && b[1] == 0) {
+  } else if (b[0] == 'V' && b[1] == ',') {
+    long seq = parse_uint(b + 2, &end);
+    long d = (seq > 0 && seq <= 65535 && *end == ',') ? parse_uint(end + 1, &end) : -1;
+    if ((d == 0 || d == 1) && *end == 0) {
+      if ((uint16_t)seq != last_seq_) {
+        last_seq_ = (uint16_t)seq;
+        verdict(d == 1);
+      }
+      char body[12];
+      snprintf(body, sizeof body, "A,%u", (unsigned)seq);
+      send(body);
+    } else {
+      ok = false;
+    }
+  } else if (b[0] == 'R' && b[1] == 0) {
+    set_state(Belt::Running);
+  } else if (b[0] == 'X' && b[1] == 0) {
+    set_state(Belt::Command);
+  } else if (b[0] == 'Q' && b[1] == 0) {
+    send_status();
+  } else if (b[0] == 'P' && b[1] == ',') {
+    long sps = parse_uint(b + 2, &end);
+    if (sps >= 50 && sps <= 4000 && *end == 0) {
+      sps_ = (uint16_t)sps;
+      send_status();
+    } else {
+      ok = false;
+    }
+  } else {
+    ok = false;
+  }
+  if (ok) {
+    last_rx_ms_ = now_ms;
+  } else {
+    ++errors_;
+  }
+}
+
+void Conveyor::tick(uint32_t now_ms) {
+  if (!settings_.prototype_compat && state_ == Belt::Running &&
+      (uint32_t)(now_ms - last_rx_ms_) > settings_.watchdog_ms) {
+    set_state(Belt::Watchdog);
+  }
+  if ((uint32_t)(now_ms - last_status_ms_) >= settings_.status_ms) {
+    last_status_ms_ = now_ms;
+    send_status();
+  }
+}
+
+void Conveyor::button(bool pressed, uint32_t now_ms) {
+  if (pressed != button_level_) {
+    button_level_ = pressed;
+    button_changed_ms_ = now_ms;
+    return;
+  }
+  if (pressed != button_stable_ && (uint32_t)(now_ms - button_changed_ms_) >= settings_.debounce_ms) {
+    button_stable_ = pressed;
+    if (pressed && state_ != Belt::Running) {
+      last_rx_ms_ = now_ms;  // give the PC a full watchdog period after a manual restart
+      set_state(Belt::Running);
+    }
+  }
+}
+
+}  // namespace gc

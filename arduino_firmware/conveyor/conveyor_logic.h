@@ -1,0 +1,88 @@
+// Conveyor logic, shared by the Uno sketch and the host test build. No Arduino calls here:
+// time comes in as milliseconds, bytes come in one at a time, replies go out through a queue.
+// Protocol: docs/protocols.md (version 1).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+namespace gc {
+
+const uint8_t kMaxLine = 48;
+
+// CRC-8 (polynomial 0x07, initial 0) of n bytes.
+uint8_t checksum(const char* s, size_t n);
+
+// Writes "$<body>*CC\n" into out (NUL-terminated); returns its length, 0 if it does not fit.
+size_t frame(const char* body, char* out, size_t cap);
+
+enum class Input : uint8_t { None, Frame, Compat0, Compat1, Garbage };
+
+// Splits a byte stream into checked frames. feed() returns Frame when body() holds a valid body.
+class LineReader {
+ public:
+  Input feed(char c);
+  const char* body() const { return body_; }
+
+ private:
+  char buf_[kMaxLine + 1];
+  char body_[kMaxLine + 1];
+  uint8_t len_ = 0;
+  bool in_frame_ = false;
+  bool overflow_ = false;
+};
+
+enum class Belt : char {
+  Waiting = 'W', Running = 'R', Defect = 'D', Watchdog = 'T', Command = 'C'
+};
+
+struct Settings {
+  uint32_t watchdog_ms = 1000;
+  uint32_t status_ms = 500;
+  uint32_t debounce_ms = 30;
+  uint16_t steps_per_s = 800;
+  bool prototype_compat = false;
+};
+
+class Conveyor {
+ public:
+  explicit Conveyor(const Settings& s = Settings());
+
+  void feed(char c, uint32_t now_ms);      // a byte from the PC
+  void tick(uint32_t now_ms);              // call often: watchdog and periodic status
+  void button(bool pressed, uint32_t now_ms);  // raw button level (true = pressed)
+
+  Belt state() const { return state_; }
+  bool running() const { return state_ == Belt::Running; }
+  bool lamp() const { return state_ == Belt::Defect; }
+  uint16_t steps_per_s() const { return sps_; }
+  uint16_t last_seq() const { return last_seq_; }
+  uint32_t errors() const { return errors_; }
+  uint32_t verdicts_acted() const { return acted_; }
+
+  // Takes up to cap-1 queued output bytes into out (NUL-terminated); returns how many.
+  size_t take_output(char* out, size_t cap);
+
+ private:
+  void on_body(const char* body, uint32_t now_ms);
+  void verdict(bool defect);
+  void set_state(Belt s);
+  void send(const char* body);
+  void send_status();
+
+  Settings settings_;
+  LineReader reader_;
+  Belt state_;
+  uint16_t sps_;
+  uint16_t last_seq_ = 0;
+  uint32_t errors_ = 0;
+  uint32_t acted_ = 0;
+  uint32_t last_rx_ms_ = 0;
+  uint32_t last_status_ms_ = 0;
+  bool button_level_ = false;
+  bool button_stable_ = false;
+  uint32_t button_changed_ms_ = 0;
+  char out_[192];
+  size_t out_len_ = 0;
+};
+
+}  // namespace gc

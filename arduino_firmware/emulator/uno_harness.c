@@ -1,0 +1,118 @@
+/*
+ * Runs the real conveyor firmware (an ATmega328P ELF) under simavr, paced to the wall clock.
+ *
+ *   uno_harness FIRMWARE.elf
+ *
+ * The UART is bridged to a pseudo-terminal linked at /tmp/simavr-uart0 (libsimavrparts' uart_pty).
+ * Every change of the STEP (PD3), EN (PD5) and lamp (PD6) pins is printed on stdout as
+ *   PIN <name> <level> <emulated-ms>
+ * with STEP changes summarised once per 10 ms of activity as "STEPS <count> <ms>", to keep the stream small.
+ * Lines on stdin drive the resume button (PD7, active low): "BUTTON 1" presses it, "BUTTON 0" releases.
+ * Emulated time is paced to wall time (a cycle timer that sleeps), so timeouts mean real milliseconds.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "avr_ioport.h"
+#include "sim_avr.h"
+#include "sim_elf.h"
+#include "uart_pty.h"
+
+static avr_t *avr;
+static uart_pty_t uart_pty;
+static struct timespec wall_start;
+static unsigned long step_count;
+static double last_step_report_ms;
+
+static double emulated_ms(void) { return avr->cycle * 1000.0 / avr->frequency; }
+
+static double wall_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (now.tv_sec - wall_start.tv_sec) * 1000.0 + (now.tv_nsec - wall_start.tv_nsec) / 1e6;
+}
+
+static void on_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
+  (void)irq;
+  const char *name = (const char *)param;
+  if (strcmp(name, "STEP") == 0) {
+    step_count++;
+    return;
+  }
+  printf("PIN %s %u %.2f\n", name, value, emulated_ms());
+  fflush(stdout);
+}
+
+/* Every millisecond of emulated time: sleep if ahead of the wall clock, report steps, read stdin. */
+static avr_cycle_count_t pace(struct avr_t *a, avr_cycle_count_t when, void *param) {
+  (void)param;
+  double ahead = emulated_ms() - wall_ms();
+  if (ahead > 0.2) {
+    struct timespec ts = {0, (long)(ahead * 1e6)};
+    nanosleep(&ts, NULL);
+  }
+  if (emulated_ms() - last_step_report_ms >= 10.0) {
+    if (step_count) {
+      printf("STEPS %lu %.2f\n", step_count, emulated_ms());
+      fflush(stdout);
+    }
+    step_count = 0;
+    last_step_report_ms = emulated_ms();
+  }
+  char line[64];
+  ssize_t n = read(STDIN_FILENO, line, sizeof line - 1);
+  if (n > 0) {
+    line[n] = 0;
+    if (strncmp(line, "BUTTON ", 7) == 0) {
+      int pressed = atoi(line + 7);
+      avr_raise_irq(avr_io_getirq(a, AVR_IOCTL_IOPORT_GETIRQ('D'), 7), pressed ? 0 : 1);
+    }
+  }
+  return when + a->frequency / 1000;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s FIRMWARE.elf\n", argv[0]);
+    return 2;
+  }
+  elf_firmware_t fw;
+  memset(&fw, 0, sizeof fw);
+  if (elf_read_firmware(argv[1], &fw) != 0) {
+    fprintf(stderr, "uno_harness: cannot read %s\n", argv[1]);
+    return 2;
+  }
+  avr = avr_make_mcu_by_name("atmega328p");
+  if (!avr) {
+    fprintf(stderr, "uno_harness: no atmega328p core in this simavr\n");
+    return 2;
+  }
+  avr_init(avr);
+  avr->frequency = 16000000;
+  avr_load_firmware(avr, &fw);
+
+  uart_pty_init(avr, &uart_pty);
+  uart_pty_connect(&uart_pty, '0');
+
+  static const char *names[] = {"STEP", "EN", "LAMP"};
+  static const int pins[] = {3, 5, 6};
+  for (int i = 0; i < 3; i++)
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), pins[i]), on_pin, (void *)names[i]);
+  avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), 7), 1); /* button released (pull-up) */
+
+  fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+  clock_gettime(CLOCK_MONOTONIC, &wall_start);
+  avr_cycle_timer_register(avr, avr->frequency / 1000, pace, NULL);
+  printf("READY %s\n", uart_pty.pty.slavename);
+  fflush(stdout);
+
+  int state = cpu_Running;
+  while (state != cpu_Done && state != cpu_Crashed) state = avr_run(avr);
+  uart_pty_stop(&uart_pty);
+  fprintf(stderr, "uno_harness: firmware stopped (state %d)\n", state);
+  return 1;
+}

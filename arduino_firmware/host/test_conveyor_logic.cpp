@@ -1,0 +1,192 @@
+// Host unit tests of the conveyor logic: framing, parsing, state machine, watchdog, button.
+#include <cstring>
+#include <string>
+
+#include "../conveyor/conveyor_logic.h"
+#include "check.h"
+
+using gc::Belt;
+using gc::Conveyor;
+
+static std::string framed(const char* body) {
+  char out[64];
+  gc::frame(body, out, sizeof out);
+  return out;
+}
+
+static void send(Conveyor& c, const std::string& s, uint32_t now) {
+  for (char ch : s) c.feed(ch, now);
+}
+
+static std::string output(Conveyor& c) {
+  char buf[256];
+  std::string all;
+  while (c.take_output(buf, sizeof buf)) all += buf;
+  return all;
+}
+
+static void test_frame_and_checksum() {
+  CHECK(framed("H") == "$H*FF\n");  // CRC-8/0x07 of "H"
+  CHECK(framed("V,12,1") == std::string("$V,12,1*") + [] {
+    char b[3];
+    std::snprintf(b, 3, "%02X", gc::checksum("V,12,1", 6));
+    return std::string(b);
+  }() + "\n");
+  char tiny[4];
+  CHECK(gc::frame("VERYLONG", tiny, sizeof tiny) == 0);
+}
+
+static void test_reader_rejects_garbage() {
+  gc::LineReader r;
+  auto feed_all = [&](const std::string& s) {
+    gc::Input last = gc::Input::None;
+    int garbage = 0;
+    for (char ch : s) {
+      last = r.feed(ch);
+      if (last == gc::Input::Garbage) ++garbage;
+    }
+    return std::make_pair(last, garbage);
+  };
+  CHECK(feed_all(framed("H")).first == gc::Input::Frame);
+  CHECK(std::strcmp(r.body(), "H") == 0);
+  CHECK(feed_all("$H*49\n").first == gc::Input::Garbage);       // bad checksum
+  CHECK(feed_all("$H\n").first == gc::Input::Garbage);          // no checksum
+  CHECK(feed_all("$" + std::string(60, 'A') + "*00\n").first == gc::Input::Garbage);  // overlong
+  CHECK(feed_all("$V,1" + framed("H")).second == 1);            // cut frame, then a good one
+  CHECK(std::strcmp(r.body(), "H") == 0);
+  CHECK(r.feed('1') == gc::Input::Compat1);
+  CHECK(r.feed('0') == gc::Input::Compat0);
+  CHECK(r.feed('x') == gc::Input::Garbage);
+}
+
+static void test_waits_for_resume_then_runs() {
+  Conveyor c;
+  CHECK(c.state() == Belt::Waiting);
+  CHECK(!c.running());
+  send(c, framed("R"), 10);
+  CHECK(c.running());
+  CHECK(output(c).find("$E,R*") != std::string::npos);
+}
+
+static void test_defect_stops_and_acks_once() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  send(c, framed("V,1,0"), 5);
+  CHECK(c.running());
+  CHECK(output(c).find(framed("A,1")) != std::string::npos);
+  send(c, framed("V,2,1"), 10);
+  CHECK(c.state() == Belt::Defect);
+  CHECK(c.lamp());
+  std::string out = output(c);
+  CHECK(out.find(framed("A,2")) != std::string::npos);
+  CHECK(out.find(framed("E,D")) != std::string::npos);
+  CHECK(c.verdicts_acted() == 2);
+  send(c, framed("R"), 20);
+  send(c, framed("V,2,1"), 30);  // a resend of seq 2: acknowledged, not acted on
+  CHECK(c.running());
+  CHECK(c.verdicts_acted() == 2);
+  CHECK(output(c).find(framed("A,2")) != std::string::npos);
+}
+
+static void test_bad_fields_count_as_errors() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  const char* bad[] = {"V,0,1", "V,70000,1", "V,5,2", "V,5", "V,,1", "V,5,1,9", "P,10", "P,9000", "Z", "HX"};
+  for (const char* b : bad) send(c, framed(b), 1);
+  CHECK(c.errors() == 10);
+  CHECK(c.running());
+  CHECK(c.verdicts_acted() == 0);
+}
+
+static void test_watchdog_stops_and_stays_stopped() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  for (uint32_t t = 0; t <= 3000; t += 200) {
+    send(c, framed("H"), t);
+    c.tick(t);
+  }
+  CHECK(c.running());
+  c.tick(3000 + 1000);
+  CHECK(c.running());
+  c.tick(3000 + 1001);
+  CHECK(c.state() == Belt::Watchdog);
+  CHECK(output(c).find(framed("E,T")) != std::string::npos);
+  send(c, framed("H"), 5000);
+  c.tick(5000);
+  CHECK(c.state() == Belt::Watchdog);  // heartbeats alone do not restart the belt
+  send(c, framed("R"), 5100);
+  CHECK(c.running());
+}
+
+static void test_button_debounced_resume() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  send(c, framed("V,1,1"), 1);
+  CHECK(c.state() == Belt::Defect);
+  c.button(true, 100);
+  c.button(false, 105);  // bounce
+  c.button(true, 110);
+  c.button(true, 130);
+  CHECK(c.state() == Belt::Defect);  // 20 ms stable: not yet
+  c.button(true, 141);
+  CHECK(c.running());
+}
+
+static void test_status_and_speed() {
+  Conveyor c;
+  send(c, framed("P,1200"), 0);
+  CHECK(c.steps_per_s() == 1200);
+  CHECK(output(c).find(framed("S,W,1200,0,0")) != std::string::npos);
+  c.tick(500);
+  CHECK(output(c).find("$S,W,1200") != std::string::npos);
+  send(c, framed("X"), 600);
+  CHECK(c.state() == Belt::Command);
+}
+
+static void test_prototype_compat() {
+  gc::Settings s;
+  s.prototype_compat = true;
+  Conveyor c(s);
+  CHECK(c.running());
+  c.tick(60000);
+  CHECK(c.running());  // no watchdog in compatibility mode
+  c.feed('0', 60001);
+  CHECK(c.running());
+  c.feed('1', 60002);
+  CHECK(c.state() == Belt::Defect);
+  CHECK(output(c).find("$A") == std::string::npos);  // the prototype had no acknowledgement
+}
+
+static void test_bare_verdict_bytes_need_compat_mode() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  send(c, "V,12,1*00\n", 1);  // a frame whose '$' was lost: its '1's must not count as verdicts
+  c.feed('1', 2);
+  CHECK(c.running());
+  CHECK(c.verdicts_acted() == 0);
+  CHECK(c.errors() >= 2);
+}
+
+static void test_output_queue_never_overflows() {
+  Conveyor c;
+  for (int i = 0; i < 100; ++i) send(c, framed("Q"), i);
+  char buf[512];
+  size_t n = c.take_output(buf, sizeof buf);
+  CHECK(n > 0 && n < 192);
+  CHECK(buf[n - 1] == '\n');
+}
+
+int main() {
+  test_frame_and_checksum();
+  test_reader_rejects_garbage();
+  test_waits_for_resume_then_runs();
+  test_defect_stops_and_acks_once();
+  test_bad_fields_count_as_errors();
+  test_watchdog_stops_and_stays_stopped();
+  test_button_debounced_resume();
+  test_status_and_speed();
+  test_prototype_compat();
+  test_bare_verdict_bytes_need_compat_mode();
+  test_output_queue_never_overflows();
+  return check_report("conveyor logic");
+}

@@ -1,0 +1,217 @@
+"""Knob and conveyor links over real pseudo-terminals (and loop://, socket://): states,
+unplug and replug, and 10,000 verdicts over a lossy line with none lost and none acted twice."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+from app.links import protocol
+from app.links.conveyor_link import ConveyorLink
+from app.links.knob_link import KnobLink
+from app.links.protocol import KnobReading
+from app.links.serial_link import CONNECTED, LOST, STALE
+from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
+
+
+def wait_for(predicate, timeout_s: float = 3.0) -> float:
+    """Seconds it took for predicate() to hold; fails the test after timeout_s."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def knob_box(tmp_path):
+    sim = KnobBoxSimulator(tmp_path / "knobs", heartbeat_s=0.1).start()
+    yield sim
+    sim.close()
+
+
+@pytest.fixture
+def conveyor(tmp_path):
+    sim = ConveyorSimulator(tmp_path / "conveyor").start()
+    yield sim
+    sim.close()
+
+
+def test_knob_link_follows_the_knobs(knob_box):
+    link = KnobLink(str(knob_box.path)).start()
+    try:
+        wait_for(lambda: link.state() == CONNECTED)
+        knob_box.set(123, 987)
+        wait_for(lambda: link.latest == KnobReading(123, 987, link.latest.seq if link.latest else None))
+        assert link.garbage == 0
+    finally:
+        link.close()
+
+
+def test_silent_knob_box_goes_stale_then_lost(knob_box):
+    link = KnobLink(str(knob_box.path), stale_after_s=0.3, lost_after_s=0.8).start()
+    try:
+        wait_for(lambda: link.state() == CONNECTED)
+        knob_box.silent = True
+        wait_for(lambda: link.state() == STALE, 1.0)
+        wait_for(lambda: link.state() == LOST, 2.0)
+        knob_box.silent = False
+        wait_for(lambda: link.state() == CONNECTED, 3.0)
+    finally:
+        link.close()
+
+
+def test_unplug_shows_lost_and_replug_recovers_within_2_s(knob_box):
+    link = KnobLink(str(knob_box.path), backoff_s=(0.1, 0.2, 0.4)).start()
+    try:
+        wait_for(lambda: link.state() == CONNECTED)
+        knob_box.unplug()
+        wait_for(lambda: link.state() == LOST, 1.0)
+        time.sleep(0.5)
+        knob_box.plug()
+        took = wait_for(lambda: link.state() == CONNECTED, 2.0)
+        assert took < 2.0
+        assert link.link.connects >= 2
+    finally:
+        link.close()
+
+
+def test_prototype_knob_box_is_understood(tmp_path):
+    sim = KnobBoxSimulator(tmp_path / "old", prototype_format=True, heartbeat_s=0.1).start()
+    link = KnobLink(str(sim.path)).start()
+    try:
+        sim.set(250, 750)
+        wait_for(lambda: link.latest is not None and (link.latest.a, link.latest.b) == (250, 750))
+    finally:
+        link.close()
+        sim.close()
+
+
+def test_loop_url_works():
+    link = KnobLink("loop://").start()
+    try:
+        wait_for(lambda: link.link.port is not None)
+        link.link.write(protocol.knob_frame(1, 400, 600))
+        wait_for(lambda: link.latest == KnobReading(400, 600, 1))
+    finally:
+        link.close()
+
+
+def test_socket_url_works():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            for i in range(20):
+                try:
+                    conn.sendall(protocol.knob_frame(i, 10 * i, 5))
+                except OSError:
+                    return  # the link closed its end: done
+                time.sleep(0.02)
+
+    threading.Thread(target=serve, daemon=True).start()
+    link = KnobLink(f"socket://127.0.0.1:{server.getsockname()[1]}").start()
+    try:
+        wait_for(lambda: link.readings >= 10)
+        assert link.missed == 0
+    finally:
+        link.close()
+        server.close()
+
+
+def test_conveyor_defect_stops_belt_and_resume_restarts(conveyor):
+    link = ConveyorLink(str(conveyor.path)).start()
+    try:
+        wait_for(lambda: link.state() == CONNECTED)
+        link.resume()
+        wait_for(lambda: conveyor.running and link.belt_state == "R")
+        link.send_verdict(False)
+        link.send_verdict(True)
+        assert link.wait_delivered(2.0)
+        wait_for(lambda: link.belt_state == "D")
+        assert conveyor.model.acted == [False, True]
+        link.resume()
+        wait_for(lambda: link.belt_state == "R")
+    finally:
+        link.close()
+
+
+def test_conveyor_watchdog_stops_the_belt_when_the_pc_goes_quiet(conveyor):
+    link = ConveyorLink(str(conveyor.path)).start()
+    try:
+        link.resume()
+        wait_for(lambda: link.belt_state == "R")
+        time.sleep(1.5)
+        assert conveyor.running  # heartbeats keep it alive
+        link.heartbeats_enabled = False
+        took = wait_for(lambda: link.belt_state == "T", 2.0)
+        assert 0.7 < took < 1.5
+    finally:
+        link.close()
+
+
+class LossySimulator(ConveyorSimulator):
+    """A conveyor behind a bad cable: bytes dropped, duplicated and delayed both ways."""
+
+    def __init__(self, path, seed: int, p_drop: float, p_dup: float, p_delay: float):
+        super().__init__(path)
+        self.rng = random.Random(seed)
+        self.p = (p_drop, p_dup, p_delay)
+        self.held = bytearray()
+        self.damaged = 0
+
+    def _mangle(self, data: bytes) -> bytes:
+        out = bytearray()
+        for byte in data:
+            r = self.rng.random()
+            if r < self.p[0]:
+                self.damaged += 1
+                continue
+            if r < self.p[0] + self.p[1]:
+                self.damaged += 1
+                out += bytes([byte, byte])
+                continue
+            if r < sum(self.p):
+                self.held.append(byte)  # delayed: comes out with the next chunk
+                continue
+            out += self.held + bytes([byte])
+            self.held.clear()
+        return bytes(out)
+
+    def _run(self):
+        device_read, device_write = self.device.read, self.device.write
+        self.device.read = lambda t: self._mangle(device_read(t))
+        self.device.write = lambda d: device_write(self._mangle(d))
+        super()._run()
+
+
+def test_10000_verdicts_over_a_lossy_line_none_lost_none_twice(tmp_path):
+    sim = LossySimulator(tmp_path / "lossy", seed=1, p_drop=0.002, p_dup=0.002, p_delay=0.002).start()
+    link = ConveyorLink(str(sim.path), ack_timeout_s=0.03, retries=20, heartbeat_s=0.2).start()
+    truth = [random.Random(2).random() < 0.2 for _ in range(10_000)]
+    try:
+        wait_for(lambda: link.link.port is not None)
+        link.resume()
+        start = time.monotonic()
+        for defect in truth:
+            link.send_verdict(defect)
+        assert link.wait_delivered(240.0), f"{link.pending()} verdicts still pending"
+        wait_for(lambda: len(sim.model.acted) == len(truth), 2.0)
+        assert sim.model.acted == truth  # every verdict acted on once, in order
+        assert link.delivered == 10_000
+        assert sim.damaged > 100 and link.resends > 0  # the line really was bad
+        lat = sorted(link.latencies_s)
+        print(f"\nlossy link: 10000 verdicts in {time.monotonic() - start:.1f} s, {sim.damaged} bytes damaged, "
+              f"{link.resends} resends, {sim.model.errors} garbage lines at the conveyor; send-to-ack "
+              f"p50 {lat[len(lat) // 2] * 1000:.1f} ms, p99 {lat[int(0.99 * len(lat))] * 1000:.1f} ms")
+    finally:
+        link.close()
+        sim.close()

@@ -1,0 +1,92 @@
+"""Protocol parsers as pure functions of bytes: fuzzed with random bytes, split and merged lines,
+overlong lines and corrupted checksums. Nothing raises; nothing false is accepted."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.links import protocol
+from app.links.protocol import Ack, BeltEvent, BeltStatus, ConveyorParser, KnobParser, KnobReading, check_frame
+
+readings = st.tuples(st.integers(0, 255), st.integers(0, 1000), st.integers(0, 1000))
+
+
+def test_crc8_known_values():
+    assert protocol.crc8(b"123456789") == 0xF4  # the CRC-8/SMBUS check value
+    assert protocol.frame("H") == b"$H*FF\n"
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_random_bytes_never_raise_and_never_give_out_of_range_values(data):
+    for r in KnobParser().feed(data):
+        assert 0 <= r.a <= 1000 and 0 <= r.b <= 1000
+    for m in ConveyorParser().feed(data):
+        assert isinstance(m, (Ack, BeltEvent, BeltStatus))
+
+
+@settings(max_examples=200)
+@given(st.lists(readings, min_size=1, max_size=20), st.data())
+def test_split_and_merged_lines_give_the_same_readings(values, data):
+    stream = b"".join(protocol.knob_frame(*v) for v in values)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    parser = KnobParser()
+    got = []
+    for a, b in zip([0] + cuts, cuts + [len(stream)]):
+        got += parser.feed(stream[a:b])
+    assert got == [KnobReading(a, b, seq) for seq, a, b in values]
+    assert parser.garbage == 0
+
+
+@settings(max_examples=300)
+@given(readings, st.data())
+def test_any_single_byte_change_in_a_frame_is_rejected(value, data):
+    line = bytearray(protocol.knob_frame(*value))
+    i = data.draw(st.integers(0, len(line) - 2))  # any byte but the newline
+    new = data.draw(st.integers(1, 255).filter(lambda b: b != line[i] and b != 0x0A))
+    line[i] = new
+    parser = KnobParser()
+    got = parser.feed(bytes(line))
+    assert got == [] or got == [KnobReading(value[1], value[2], value[0])] and line[i] == 0x0D
+    if not got:
+        assert parser.garbage >= 1
+
+
+def test_overlong_line_is_dropped_and_the_next_one_read():
+    parser = KnobParser()
+    got = parser.feed(b"$K," + b"9" * 500 + b"\n" + protocol.knob_frame(3, 10, 20))
+    assert got == [KnobReading(10, 20, 3)]
+    assert parser.garbage == 1
+
+
+def test_values_out_of_range_are_rejected():
+    parser = KnobParser()
+    assert parser.feed(protocol.frame("K,1,1001,5") + protocol.frame("K,1,5") + protocol.frame("K,x,1,2")) == []
+    assert parser.garbage == 3
+
+
+def test_prototype_knob_lines():
+    parser = KnobParser()
+    got = parser.feed(b"_34#2765#34_\r\n_39#0#39_\n_39#4095#39_\n_34#99#39_\n_34#5000#34_\n")
+    assert got == [KnobReading(675, 0), KnobReading(675, 0), KnobReading(675, 1000)]
+    assert parser.garbage == 2
+
+
+def test_conveyor_messages():
+    parser = ConveyorParser()
+    got = parser.feed(protocol.frame("A,17") + protocol.frame("E,D") + protocol.frame("S,R,800,17,2")
+                      + protocol.frame("A,0") + protocol.frame("E,Z") + b"noise\n")
+    assert got == [Ack(17), BeltEvent("D"), BeltStatus("R", 800, 17, 2)]
+    assert parser.garbage == 3
+
+
+@given(st.binary(max_size=60))
+def test_check_frame_accepts_only_what_frame_makes(body):
+    body_text = body.decode("latin-1")
+    ok = check_frame(b"$" + body + b"*%02X" % protocol.crc8(body))
+    printable = all(32 <= b <= 126 and b not in b"$*" for b in body)
+    fits = len(body) + 4 <= protocol.MAX_LINE + 1  # "$" + body + "*CC"
+    assert (ok is not None) == (printable and fits)
+    if ok is not None:
+        assert ok == body_text
