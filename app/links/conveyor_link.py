@@ -26,6 +26,7 @@ class ConveyorLink:
         self.belt_state = "?"
         self.status: BeltStatus | None = None
         self.delivered = 0
+        self.acks_received = 0
         self.resends = 0
         self.failures = 0
         self.latencies_s: collections.deque[float] = collections.deque(maxlen=10_000)
@@ -45,6 +46,7 @@ class ConveyorLink:
             for m in messages:
                 if isinstance(m, Ack):
                     self._acked.add(m.seq)
+                    self.acks_received += 1
                 elif isinstance(m, BeltEvent):
                     self.belt_state = m.state
                 elif isinstance(m, BeltStatus):

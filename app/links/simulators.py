@@ -212,9 +212,11 @@ class ConveyorSimulator(_DeviceThread):
         super().__init__(path)
         self.model = ConveyorModel(**model_options)
 
-    def press_button(self) -> None:
-        with self.lock:
-            self.model.press_button(time.monotonic())
+    def press_button(self, pressed: bool = True) -> None:
+        """The resume button on the conveyor (already debounced)."""
+        if pressed:
+            with self.lock:
+                self.model.press_button(time.monotonic())
 
     @property
     def running(self) -> bool:

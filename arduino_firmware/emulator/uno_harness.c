@@ -47,6 +47,13 @@ static void on_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
   fflush(stdout);
 }
 
+/* The button pulls PD7 to ground when pressed; released, the pin floats to the pull-up. */
+static void set_button(struct avr_t *a, int pressed) {
+  avr_ioport_external_t ext = {.name = 'D', .mask = 1 << 7, .value = pressed ? 0 : (1 << 7)};
+  avr_ioctl(a, AVR_IOCTL_IOPORT_SET_EXTERNAL('D'), &ext);
+  avr_raise_irq(avr_io_getirq(a, AVR_IOCTL_IOPORT_GETIRQ('D'), 7), pressed ? 0 : 1);
+}
+
 /* Every millisecond of emulated time: sleep if ahead of the wall clock, report steps, read stdin. */
 static avr_cycle_count_t pace(struct avr_t *a, avr_cycle_count_t when, void *param) {
   (void)param;
@@ -68,8 +75,7 @@ static avr_cycle_count_t pace(struct avr_t *a, avr_cycle_count_t when, void *par
   if (n > 0) {
     line[n] = 0;
     if (strncmp(line, "BUTTON ", 7) == 0) {
-      int pressed = atoi(line + 7);
-      avr_raise_irq(avr_io_getirq(a, AVR_IOCTL_IOPORT_GETIRQ('D'), 7), pressed ? 0 : 1);
+      set_button(a, atoi(line + 7));
     }
   }
   return when + a->frequency / 1000;
@@ -102,7 +108,7 @@ int main(int argc, char **argv) {
   static const int pins[] = {3, 5, 6};
   for (int i = 0; i < 3; i++)
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), pins[i]), on_pin, (void *)names[i]);
-  avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), 7), 1); /* button released (pull-up) */
+  set_button(avr, 0);
 
   fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
   clock_gettime(CLOCK_MONOTONIC, &wall_start);

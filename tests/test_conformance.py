@@ -1,0 +1,211 @@
+"""One conformance suite for the conveyor, run against the Python simulator, the host build of
+the firmware logic and the real firmware in the AVR emulator (simavr, paced to the wall clock),
+all through the Python conveyor link on a pseudo-terminal, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.links import protocol
+from app.links.conveyor_link import ConveyorLink
+from app.links.simulators import ConveyorSimulator
+from tests import firmware
+from tests.test_links import wait_for
+
+EMULATOR_PTY = Path("/tmp/simavr-uart0")
+
+
+class Pins:
+    """Pin levels with the wall-clock time each changed."""
+
+    def __init__(self) -> None:
+        self.level: dict[str, int] = {}
+        self.changed_at: dict[str, float] = {}
+        self.steps = 0
+        self.last_steps_at = 0.0
+
+    def set(self, name: str, value: int) -> None:
+        if self.level.get(name) != value:
+            self.level[name] = value
+            self.changed_at[name] = time.monotonic()
+
+    def wait(self, name: str, value: int, timeout_s: float) -> float:
+        """Wall-clock time at which pin `name` reached `value`."""
+        wait_for(lambda: self.level.get(name) == value, timeout_s)
+        return self.changed_at[name]
+
+
+class Device:
+    def __init__(self, url: str, pins: Pins, button=None, close=lambda: None, name: str = ""):
+        self.url, self.pins, self.button, self._close, self.name = url, pins, button, close, name
+
+    def close(self) -> None:
+        self._close()
+
+
+def python_device(tmp_path: Path) -> Device:
+    sim = ConveyorSimulator(tmp_path / "conveyor").start()
+    pins = Pins()
+    stop = threading.Event()
+
+    def watch():  # the simulator has no pins: derive them from its state, as the sketch does
+        while not stop.is_set():
+            pins.set("EN", 0 if sim.model.state == "R" else 1)
+            pins.set("LAMP", 1 if sim.model.state == "D" else 0)
+            time.sleep(0.001)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    def close():
+        stop.set()
+        sim.close()
+
+    return Device(str(sim.path), pins, button=sim.press_button, close=close, name="python")
+
+
+def process_device(cmd: list[str], link: Path, name: str) -> Device:
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, bufsize=1)
+    pins = Pins()
+    ready = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            parts = line.split()
+            if parts[:1] == ["READY"]:
+                ready.set()
+            elif parts[:1] == ["PIN"] and len(parts) >= 3:
+                pins.set(parts[1], int(parts[2]))
+            elif parts[:1] == ["STEPS"]:
+                pins.steps += int(parts[1])
+                pins.last_steps_at = time.monotonic()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ready.wait(10), f"{name} did not start"
+
+    def button(pressed: bool = True):
+        proc.stdin.write(f"BUTTON {1 if pressed else 0}\n")
+        proc.stdin.flush()
+
+    def close():
+        proc.kill()
+        proc.wait()
+
+    return Device(str(link), pins, button=button if name == "emulator" else None, close=close, name=name)
+
+
+@pytest.fixture(params=["python", "host", "emulator"])
+def device(request, tmp_path):
+    if request.param == "python":
+        dev = python_device(tmp_path)
+    elif request.param == "host":
+        dev = process_device([str(firmware.conveyor_host()), str(tmp_path / "conveyor")], tmp_path / "conveyor",
+                             "host")
+    else:
+        if not firmware.have_avr_toolchain():
+            pytest.fail("the AVR toolchain is missing: `make test` installs it (gcc-avr, arduino-mk, simavr)")
+        dev = process_device([str(firmware.uno_harness()), str(firmware.uno_elf())], EMULATOR_PTY, "emulator")
+    yield dev
+    dev.close()
+
+
+@pytest.fixture
+def link(device):
+    link = ConveyorLink(device.url).start()
+    wait_for(lambda: link.link.port is not None, 5)
+    yield link
+    link.close()
+
+
+def test_starts_with_belt_stopped_waiting_for_the_pc(device, link):
+    link.request_status()
+    wait_for(lambda: link.status is not None and link.status.state == "W")
+    assert device.pins.wait("EN", 1, 1.0)
+
+
+def test_defect_verdict_stops_the_belt_within_50_ms_and_resume_restarts_it(device, link):
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    if device.name == "emulator":
+        steps = device.pins.steps
+        wait_for(lambda: device.pins.steps > steps + 50, 1.0)  # the stepper really turns
+    link.send_verdict(False)
+    assert link.wait_delivered(1.0)
+    time.sleep(0.1)
+    assert device.pins.level["EN"] == 0
+    sent = time.monotonic()
+    link.send_verdict(True)
+    stopped = device.pins.wait("EN", 1, 1.0)
+    assert device.pins.wait("LAMP", 1, 1.0)
+    print(f"\n{device.name}: defect verdict -> driver disabled in {(stopped - sent) * 1000:.1f} ms")
+    assert stopped - sent < 0.050
+    if device.name == "emulator":
+        time.sleep(0.05)
+        steps = device.pins.steps
+        time.sleep(0.2)
+        assert device.pins.steps == steps  # no step pulses while stopped
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    device.pins.wait("LAMP", 0, 1.0)
+
+
+def test_repeated_sequence_number_is_acknowledged_but_not_acted_on_twice(device, link):
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    link.link.write(protocol.verdict_frame(5, True))
+    wait_for(lambda: link.acks_received == 1)
+    device.pins.wait("EN", 1, 1.0)
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    link.link.write(protocol.verdict_frame(5, True))  # a resend after a lost acknowledgement
+    wait_for(lambda: link.acks_received == 2)
+    time.sleep(0.1)
+    assert device.pins.level["EN"] == 0
+
+
+def test_garbage_is_counted_and_ignored(device, link):
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    for junk in (b"$V,9,1*00\n", b"hello\n", b"1", b"$" + b"9" * 80 + b"\n", protocol.frame("V,9,7")):
+        link.link.write(junk)
+    link.request_status()
+    wait_for(lambda: link.status is not None and link.status.errors >= 5)
+    assert device.pins.level["EN"] == 0  # nothing acted on
+
+
+def test_watchdog_stops_the_belt_when_heartbeats_stop(device, link):
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    time.sleep(1.3)
+    assert device.pins.level["EN"] == 0  # heartbeats keep it running
+    link.heartbeats_enabled = False
+    quiet = time.monotonic()
+    stopped = device.pins.wait("EN", 1, 2.0)
+    print(f"\n{device.name}: heartbeats stopped -> belt stopped after {(stopped - quiet) * 1000:.0f} ms "
+          f"(watchdog 1000 ms after the last heartbeat)")
+    assert 0.75 < stopped - quiet < 1.25
+    assert link.belt_state == "T" or wait_for(lambda: link.belt_state == "T", 1.0) >= 0
+    link.heartbeats_enabled = True
+    time.sleep(0.5)
+    assert device.pins.level["EN"] == 1  # heartbeats alone do not restart the belt
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+
+
+def test_resume_button_restarts_after_a_defect(device, link):
+    if device.button is None:
+        pytest.skip("the host build has no button input")
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    link.send_verdict(True)
+    device.pins.wait("EN", 1, 1.0)
+    device.button(True)
+    device.pins.wait("EN", 0, 1.0)
+    if device.name == "emulator":
+        device.button(False)
