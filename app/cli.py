@@ -88,6 +88,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from capture.framing import Framing
+    from capture.session import CaptureSession, CaptureSettings, DatasetWriter
+    from capture.sources import open_source
+
+    writer = DatasetWriter(Path(args.datasets), args.part, args.split, args.label)
+    settings = CaptureSettings(mode=args.mode, interval_ms=args.interval, framing=Framing(crop=args.crop))
+    if args.mode == "manual" and not args.window:
+        raise GutcheckError("manual mode needs the window (--window): there is no button to press here")
+    source = open_source(args.source, args.width, args.height, args.fps, args.backend)
+    session = CaptureSession(source, writer, settings)
+    if args.window:
+        from app.capture_window import run_capture_window
+
+        return run_capture_window(session, args.count)
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.count or None, unit="image", desc=f"capturing {args.part}", file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 10)
+    try:
+        while not args.count or session.captured < args.count:
+            event = session.step()
+            if event is None:
+                if source.finite:
+                    break
+                continue
+            if event.saved:
+                bar.set_postfix(rejected=sum(session.rejected.values()), failed_reads=source.failed_reads,
+                                refresh=False)
+                bar.update(1)
+            elif event.rejected:
+                bar.write(f"rejected frame {event.frame.index}: {event.rejected}")
+    except KeyboardInterrupt:
+        bar.write("stopped")
+    finally:
+        bar.close()
+        source.close()
+    rejected = ", ".join(f"{n} {why}" for why, n in session.rejected.items()) or "none"
+    print(f"captured {session.captured} images into {writer.folder} from {source.frames} frames; "
+          f"rejected: {rejected}; failed reads: {source.failed_reads}")
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from capture.session import DatasetWriter, summarize, summary_lines
+
+    root = Path(args.part) if Path(args.part).is_dir() and "/" in args.part else Path(args.datasets) / args.part
+    if args.action == "summary":
+        print(f"dataset {root}")
+        for line in summary_lines(summarize(root)):
+            print(line)
+        return 0
+    writer = DatasetWriter(root.parent, root.name, args.split, args.label)
+    if args.action == "trash":
+        handle = writer.trash_images()
+        if handle is None:
+            raise GutcheckError(f"{writer.folder}: no such image folder")
+        print(f"moved {handle[1]} to {handle[0]} (undo: gutcheck dataset restore {args.part} "
+              f"--split {args.split} --label {args.label})")
+        return 0
+    trashed = sorted((root / ".trash").glob(f"*/{args.label}"))
+    if not trashed:
+        raise GutcheckError(f"nothing of {args.split}/{args.label} in {root / '.trash'}")
+    print(f"restored {writer.undo_trash((trashed[-1], writer.folder))} from {trashed[-1]}")
+    return 0
+
+
 def cmd_not_yet(name: str):
     def run(args: argparse.Namespace) -> int:
         raise GutcheckError(f"'gutcheck {name}' is not available in this version yet; see README.md for status")
@@ -99,11 +166,35 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("capture", help="film good parts and build a good-only image set",
-                       description="Capture images of good parts into datasets/<part>/train/good. "
-                                   "(Not available yet in this version.)")
-    c.add_argument("--source", default="cam:0", help="cam:N, file:VIDEO, folder:PATH, synthetic:, or a URL")
-    c.add_argument("--part", help="part name: images go to datasets/<part>/")
-    c.set_defaults(func=cmd_not_yet("capture"))
+                       description="Capture images into datasets/<part>/<split>/<label>/ (MVTec layout) with "
+                                   "quality gates, atomic writes and a manifest. Without --count it runs until "
+                                   "the source ends or Ctrl-C. --window opens the capture window.")
+    c.add_argument("--source", default="cam:0", help="cam:N, file:VIDEO, folder:PATH, synthetic:, or an rtsp/http URL")
+    c.add_argument("--part", required=True, help="part name: images go to datasets/<part>/")
+    c.add_argument("--datasets", default="datasets", help="datasets folder (default datasets/)")
+    c.add_argument("--mode", choices=["trigger", "interval", "manual"], default="trigger",
+                   help="trigger: once per part passing (default); interval: every --interval ms; manual: window only")
+    c.add_argument("--interval", type=int, default=500, metavar="MS")
+    c.add_argument("--count", type=int, default=0, help="stop after this many saved images")
+    c.add_argument("--split", choices=["train", "test"], default="train")
+    c.add_argument("--label", default="good", help="good, or a defect name for test images")
+    c.add_argument("--crop", type=int, default=0, metavar="PX", help="centre a PX square on the part")
+    c.add_argument("--width", type=int, default=1920)
+    c.add_argument("--height", type=int, default=1080)
+    c.add_argument("--fps", type=int, default=30)
+    c.add_argument("--backend", default="auto", help="camera backend: auto, dshow (Windows), msmf, v4l2")
+    c.add_argument("--window", action="store_true", help="open the capture window")
+    c.set_defaults(func=cmd_capture)
+
+    ds = sub.add_parser("dataset", help="look after an image set",
+                        description="summary: counts per split and defect, sizes, unreadable files, duplicates. "
+                                    "trash: move a split/label folder to <part>/.trash/ (undo with restore).")
+    ds.add_argument("action", choices=["summary", "trash", "restore"])
+    ds.add_argument("part", help="part name or dataset folder")
+    ds.add_argument("--datasets", default="datasets")
+    ds.add_argument("--split", choices=["train", "test"], default="train")
+    ds.add_argument("--label", default="good")
+    ds.set_defaults(func=cmd_dataset)
 
     b = sub.add_parser("build", help="train a model bundle from good images",
                        description="Train the autoencoder and latent density on DATA/train/good, calibrate both "

@@ -1,0 +1,226 @@
+"""Image sources behind one interface, chosen by a source string:
+
+    cam:N                 OpenCV camera N (options: width, height, fps, backend)
+    file:video.mp4        a video file
+    folder:path           a sorted image sequence
+    synthetic:            the synthetic conveyor (options after the colon: seed=1,parts=40,defects=0.3)
+    rtsp://… http(s)://…  a network stream
+
+`read()` returns the next Frame, or None when a finite source is exhausted. Failed reads are
+counted; a camera or stream that disappears is reopened with backoff, never raised to the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from capture.errors import GutcheckError
+from capture.imageio import list_images, read_image, to_bgr8
+
+BACKENDS = {"auto": cv2.CAP_ANY, "dshow": cv2.CAP_DSHOW, "msmf": cv2.CAP_MSMF, "v4l2": cv2.CAP_V4L2,
+            "ffmpeg": cv2.CAP_FFMPEG, "gstreamer": cv2.CAP_GSTREAMER}
+RETRY_S = (0.5, 1.0, 2.0, 5.0)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own messages say what went wrong
+
+
+@dataclass
+class Frame:
+    """One picture from a source, with whatever the source knows about it."""
+
+    image: np.ndarray  # 8-bit BGR
+    index: int
+    time: float
+    meta: dict = field(default_factory=dict)
+
+
+class Source:
+    """Base: counts frames and failures; subclasses implement `_grab`."""
+
+    name = "source"
+    finite = False
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.failed_reads = 0
+        self.status = "open"
+
+    def _grab(self) -> tuple[np.ndarray, dict] | None:
+        raise NotImplementedError
+
+    def read(self) -> Frame | None:
+        got = self._grab()
+        if got is None:
+            return None
+        image, meta = got
+        frame = Frame(image, self.frames, time.time(), meta)
+        self.frames += 1
+        return frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read()
+            if frame is None:
+                if self.finite:
+                    return
+                continue
+            yield frame
+
+    def close(self) -> None:
+        pass
+
+
+class CaptureSource(Source):
+    """An OpenCV VideoCapture (camera, video file or stream) that is reopened when it drops out."""
+
+    def __init__(self, target: int | str, name: str, finite: bool, width: int = 0, height: int = 0, fps: int = 0,
+                 backend: str = "auto", retry_s: tuple[float, ...] = RETRY_S, open_now: bool = True):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise GutcheckError(f"unknown camera backend {backend!r}; known: {', '.join(BACKENDS)}")
+        self.target, self.name, self.finite = target, name, finite
+        self.size, self.fps, self.backend = (width, height), fps, BACKENDS[backend]
+        self.retry_s = retry_s
+        self.cap: cv2.VideoCapture | None = None
+        self.retries = 0
+        self._next_try = 0.0
+        if open_now and not self._open():
+            raise GutcheckError(f"{name}: cannot open it (no such camera, file or stream, or it is busy)")
+
+    def _open(self) -> bool:
+        cap = cv2.VideoCapture(self.target, self.backend)
+        if not cap.isOpened():
+            cap.release()
+            return False
+        if self.size[0] and self.size[1]:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        if self.fps:
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        self.cap = cap
+        self.status = "open"
+        return True
+
+    def _grab(self) -> tuple[np.ndarray, dict] | None:
+        if self.cap is None:
+            if time.monotonic() < self._next_try:
+                time.sleep(0.01)
+                return None
+            if not self._open():
+                self.retries += 1
+                delay = self.retry_s[min(self.retries - 1, len(self.retry_s) - 1)]
+                self._next_try = time.monotonic() + delay
+                self.status = f"lost, retrying in {delay:g} s (attempt {self.retries})"
+                return None
+        ok, image = self.cap.read()
+        if ok and image is not None:
+            return to_bgr8(image), {}
+        if self.finite:
+            return None
+        self.failed_reads += 1
+        if self.failed_reads % 10 == 0:  # ten failures in a row or spread out: reopen
+            self.cap.release()
+            self.cap = None
+            self.status = "lost"
+        return None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class FolderSource(Source):
+    """A sorted image sequence; unreadable files are counted and skipped."""
+
+    finite = True
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.name = f"folder:{folder}"
+        self.paths = list_images(Path(folder))
+        if not self.paths:
+            raise GutcheckError(f"{folder}: no images in this folder")
+        self._i = 0
+
+    def _grab(self) -> tuple[np.ndarray, dict] | None:
+        while self._i < len(self.paths):
+            path = self.paths[self._i]
+            self._i += 1
+            try:
+                return read_image(path), {"file": str(path)}
+            except GutcheckError:
+                self.failed_reads += 1
+        return None
+
+
+class SyntheticSource(Source):
+    """The synthetic conveyor camera; frames carry the truth (part number, good/defect, phase)."""
+
+    finite = True
+
+    def __init__(self, seed: int = 0, parts: int = 40, defects: float = 0.3, size: int = 256, fps: float = 0.0):
+        super().__init__()
+        from capture.synthetic import conveyor_stream
+
+        self.name = f"synthetic:seed={seed},parts={parts},defects={defects}"
+        self._frames = conveyor_stream(seed=seed, n_parts=parts, defect_rate=defects, size=size)
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self._last = 0.0
+
+    def _grab(self) -> tuple[np.ndarray, dict] | None:
+        if self.period:
+            wait = self._last + self.period - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last = time.monotonic()
+        f = next(self._frames, None)
+        if f is None:
+            return None
+        return f.image, {"part_number": f.part_number, "truth": f.truth, "phase": f.phase}
+
+
+def _options(text: str) -> dict[str, str]:
+    opts = {}
+    for item in filter(None, text.split(",")):
+        if "=" not in item:
+            raise GutcheckError(f"bad source option {item!r}: expected name=value")
+        k, v = item.split("=", 1)
+        opts[k.strip()] = v.strip()
+    return opts
+
+
+def open_source(spec: str, width: int = 1920, height: int = 1080, fps: int = 30, backend: str = "auto") -> Source:
+    """The source a string names; a bad string or a missing device is a one-line GutcheckError."""
+    spec = spec.strip()
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind == "cam":
+            index_text, _, opt_text = rest.partition(",")
+            if not index_text.isdigit():
+                raise GutcheckError(f"bad camera source {spec!r}: expected cam:N, N a number (cam:0, cam:1)")
+            o = _options(opt_text)
+            return CaptureSource(int(index_text), spec, False, int(o.get("width", width)),
+                                 int(o.get("height", height)), int(o.get("fps", fps)), o.get("backend", backend))
+        if kind == "file":
+            path = Path(rest)
+            if not path.is_file():
+                raise GutcheckError(f"{path}: no such video file")
+            return CaptureSource(str(path), spec, True, backend="auto")
+        if kind == "folder":
+            return FolderSource(Path(rest))
+        if kind == "synthetic":
+            o = _options(rest)
+            return SyntheticSource(int(o.get("seed", 0)), int(o.get("parts", 40)), float(o.get("defects", 0.3)),
+                                   int(o.get("size", 256)), float(o.get("fps", 0)))
+        if kind in ("rtsp", "http", "https"):
+            return CaptureSource(spec, spec, False, backend="ffmpeg")
+    except ValueError as exc:
+        raise GutcheckError(f"bad source {spec!r}: {exc}") from None
+    raise GutcheckError(f"unknown source {spec!r}: use cam:N, file:VIDEO, folder:PATH, synthetic: or an "
+                        "rtsp:// or http:// URL")
