@@ -23,17 +23,18 @@ venv: $(STAMP)
 
 # Debian packages: the AVR toolchain, Debian's Arduino core and simavr for the firmware tests.
 FIRMWARE_PKGS := g++ make pkg-config gcc-avr avr-libc arduino-core-avr arduino-mk simavr libsimavr-dev \
-                 libsimavrparts1 libelf-dev
+                 libsimavrparts1 libelf-dev xvfb
 
-# System packages: Python 3.11 with venv and Tk; the firmware toolchain.
+# System packages: Python 3.11 with venv and Tk; the firmware toolchain; Xvfb for the window tests.
 system-deps:
 	@if ! $(PYTHON) -c 'import sys, venv, ensurepip, tkinter; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then \
 	  echo "installing system packages (python3.11, venv, Tk) with apt-get"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3 python3-venv python3-tk >/dev/null; \
 	fi
 	@if ! { command -v avr-gcc && command -v g++ && test -f /usr/share/arduino/Arduino.mk && \
-	        pkg-config --exists simavr simavrparts && test -f /usr/include/libelf.h; } >/dev/null 2>&1; then \
-	  echo "installing the firmware toolchain with apt-get: $(FIRMWARE_PKGS)"; \
+	        pkg-config --exists simavr simavrparts && test -f /usr/include/libelf.h && command -v Xvfb; } \
+	        >/dev/null 2>&1; then \
+	  echo "installing the firmware toolchain and Xvfb with apt-get: $(FIRMWARE_PKGS)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(FIRMWARE_PKGS) >/dev/null; \
 	fi
 

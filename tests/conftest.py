@@ -30,3 +30,49 @@ def tiny_bundle(small_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     build(small_dataset, out, BuildOptions(size=32, epochs=2, patience=2, architecture="prototype"), show_progress=False, log=lambda s: None)
     return out
+
+
+SCREENSHOTS = REPO / "build" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    """A real X server (Xvfb) for window tests; DISPLAY points at it for the whole session."""
+    import shutil
+    import subprocess
+    import time
+
+    if not shutil.which("Xvfb"):
+        pytest.fail("Xvfb is missing: `make test` installs it (Debian package xvfb)")
+    for number in range(91, 120):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            break
+    display = f":{number}"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if Path(f"/tmp/.X11-unix/X{number}").exists():
+            break
+        time.sleep(0.05)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    yield display
+    proc.terminate()
+    proc.wait(5)
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+def screenshot(root, name: str) -> Path:
+    """Save what the window shows (grabbed from the X server) as build/screenshots/<name>.png."""
+    from PIL import ImageGrab
+
+    root.update()
+    x, y = root.winfo_rootx(), root.winfo_rooty()
+    w, h = root.winfo_width(), root.winfo_height()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=os.environ["DISPLAY"]).save(path)
+    return path
