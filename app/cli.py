@@ -84,8 +84,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
-    run_demo(Path(args.datasets), Path(args.models), rebuild=args.rebuild, n_parts=args.parts, seed=args.seed)
-    return 0
+    bundle, _ = run_demo(Path(args.datasets), Path(args.models), rebuild=args.rebuild, n_parts=args.parts,
+                         seed=args.seed)
+    if args.headless or not os.environ.get("DISPLAY"):
+        return 0
+    from app.dashboard_app import run_dashboard
+
+    print("opening the dashboard on the synthetic conveyor with a simulated knob box and conveyor ...")
+    return run_dashboard(model=str(bundle.path), source=f"synthetic:seed={args.seed + 2000},parts=500,fps=20",
+                         knobs=None, conveyor=None, mode="part", settings=Path(args.models) / "demo-settings.toml",
+                         log_dir=Path(args.models) / "demo-inspections", simulate_devices=True)
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -153,6 +161,15 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         raise GutcheckError(f"nothing of {args.split}/{args.label} in {root / '.trash'}")
     print(f"restored {writer.undo_trash((trashed[-1], writer.folder))} from {trashed[-1]}")
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from app.dashboard_app import run_dashboard
+
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        raise GutcheckError("no display: the dashboard needs a screen (use 'gutcheck inspect' headless)")
+    return run_dashboard(model=args.model, source=args.source, knobs=args.knobs, conveyor=args.conveyor,
+                         mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir))
 
 
 def cmd_not_yet(name: str):
@@ -234,21 +251,28 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("dashboard", help="the live inspection dashboard",
-                       description="Live inspection window with knob box and conveyor. (Not available yet.)")
-    d.add_argument("--model", help="model bundle folder")
-    d.add_argument("--source", default="cam:0")
+                       description="Live inspection window: verdicts, both thresholds (spinboxes or the knob box), "
+                                   "conveyor control, counters, chart and history. Needs a display.")
+    d.add_argument("--model", help="model bundle folder (or File > Open model bundle)")
+    d.add_argument("--source", default=None, help="cam:N, file:VIDEO, folder:PATH, synthetic:, or a URL")
     d.add_argument("--knobs", help="knob box serial port (COM7, /dev/rfcomm0, socket://host:port)")
-    d.add_argument("--conveyor", help="conveyor Arduino serial port")
-    d.set_defaults(func=cmd_not_yet("dashboard"))
+    d.add_argument("--conveyor", help="conveyor Arduino serial port (COM3, /dev/ttyACM0)")
+    d.add_argument("--mode", choices=["part", "continuous"], default="part",
+                   help="part: one verdict per part passing (default); continuous: every frame, as the prototype")
+    d.add_argument("--settings", default="gutcheck-settings.toml", help="settings file (TOML)")
+    d.add_argument("--log-dir", default="inspections", help="inspection log folder (SQLite + images)")
+    d.set_defaults(func=cmd_dashboard)
 
     m = sub.add_parser("demo", help="the whole chain on synthetic parts",
                        description="Generate a synthetic part dataset (once), build a small model, and inspect a "
-                                   "synthetic conveyor stream with a known good/defect mix.")
+                                   "synthetic conveyor stream with a known good/defect mix; then, when a display "
+                                   "exists, open the dashboard with a simulated knob box and conveyor.")
     m.add_argument("--datasets", default="datasets", help="where the demo dataset lives (default datasets/)")
     m.add_argument("--models", default="models", help="where the demo model lives (default models/)")
     m.add_argument("--parts", type=int, default=40, help="parts on the conveyor (default 40)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--rebuild", action="store_true", help="build the model again (old one goes to .trash)")
+    m.add_argument("--headless", action="store_true", help="do not open the dashboard even when a display exists")
     m.set_defaults(func=cmd_demo)
     return p
 

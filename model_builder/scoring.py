@@ -152,6 +152,7 @@ class Scorer:
                  reconstruction_score: ReconstructionScore | None = None):
         self.model = model
         self.reconstruction_score = reconstruction_score or ReconstructionScore()
+        self._compiled = None
         self.density = density
         self.preprocessing = preprocessing
         self.thresholds = thresholds
@@ -160,7 +161,11 @@ class Scorer:
         """Reconstruction and latent of preprocessed inputs (n, h, w, c) in one pass."""
         if len(inputs) == 0:
             raise GutcheckError("no images to score")
-        recon, latent = self.model(inputs, training=False)
+        if self._compiled is None:  # a traced graph: no per-call Python overhead on the live path
+            import tensorflow as tf
+
+            self._compiled = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        recon, latent = self._compiled(np.ascontiguousarray(inputs, dtype=np.float32))
         return recon.numpy(), latent.numpy()
 
     def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None) -> Scores:

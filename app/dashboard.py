@@ -1,0 +1,483 @@
+"""The inspection dashboard (ttkbootstrap): a thin view over the inspector, the knob link and the
+conveyor link. It polls their queues and states with after(); the Tk thread never waits on a
+camera, a model or a port."""
+
+from __future__ import annotations
+
+import collections
+import queue
+import time
+import tkinter as tk
+from dataclasses import replace
+from pathlib import Path
+from tkinter import filedialog, simpledialog
+
+import cv2
+import numpy as np
+import ttkbootstrap as ttk
+from PIL import Image, ImageTk
+
+from app.inspection_log import InspectionLog
+from app.inspector import Inspector, Verdict
+from app.links.protocol import BELT_STATES
+from app.settings import Settings, load_settings, save_settings
+from capture.errors import GutcheckError
+from capture.sources import open_source
+from model_builder.bundle import Bundle, load_bundle
+from model_builder.calibrate import thresholds_at_frr
+from model_builder.scoring import Thresholds
+
+POLL_MS = 33  # ~30 redraws a second
+CHART_POINTS = 120
+GREEN, RED, GREY = "#2b8a3e", "#c92a2a", "#868e96"
+
+
+def photo(image: np.ndarray, width: int, rgb: bool = False) -> ImageTk.PhotoImage:
+    h, w = image.shape[:2]
+    if image.dtype != np.uint8:
+        image = np.clip(image * 255, 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = cv2.cvtColor(image.reshape(h, w), cv2.COLOR_GRAY2RGB)
+    elif not rgb:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    small = cv2.resize(image, (width, max(1, int(h * width / w))), interpolation=cv2.INTER_AREA)
+    return ImageTk.PhotoImage(Image.fromarray(small))
+
+
+def heat(heatmap: np.ndarray, scale: float) -> np.ndarray:
+    """An error map as a colour picture (RGB), saturating at `scale`."""
+    norm = np.clip(heatmap / max(scale, 1e-12), 0, 1)
+    return cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def knob_value(permille: int, value_range: list[float]) -> float:
+    lo, hi = value_range
+    return lo + (hi - lo) * permille / 1000.0
+
+
+class Dashboard:
+    """Everything an operator and a technician see. Built from parts that may be missing: a model
+    that failed to load, no knob box, no conveyor: each shows its state instead of crashing."""
+
+    def __init__(self, root: tk.Tk, settings_path: Path, log_folder: Path, bundle: Bundle | None = None,
+                 source_spec: str | None = None, knob_link=None, conveyor_link=None, mode: str = "part"):
+        self.root = root
+        self.settings_path = Path(settings_path)
+        self.log = InspectionLog(log_folder)
+        self.knobs, self.conveyor = knob_link, conveyor_link
+        self.mode = mode
+        self.bundle: Bundle | None = bundle
+        self.inspector: Inspector | None = None
+        self.source_spec = source_spec
+        self._photos: dict[str, ImageTk.PhotoImage] = {}
+        self._history_photos: collections.deque = collections.deque(maxlen=30)
+        self.chart = collections.deque(maxlen=CHART_POINTS)
+        self.counts = {"ok": 0, "anomaly": 0}
+        self.redraws = collections.deque(maxlen=60)
+        self.last_verdict: Verdict | None = None
+        self.calibration: dict | None = None
+        self.settings = Settings()
+        root.title("Gutcheck inspection")
+        self._build()
+        try:
+            self.settings = load_settings(self.settings_path)
+        except GutcheckError as exc:
+            self.message(str(exc), error=True)
+        if self.bundle is not None:
+            self._use_bundle(self.bundle)
+        if self.bundle is not None and source_spec:
+            self.open_source(source_spec)
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        root.after(POLL_MS, self.poll)
+
+    # -- layout -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        r = self.root
+        menu = tk.Menu(r)
+        file_menu = tk.Menu(menu, tearoff=False)
+        file_menu.add_command(label="Open model bundle…", command=self._ask_model)
+        file_menu.add_command(label="Open source…", command=self._ask_source)
+        file_menu.add_command(label="Export log as CSV…", command=self._ask_export)
+        file_menu.add_separator()
+        file_menu.add_command(label="Quit", command=self.close)
+        tools = tk.Menu(menu, tearoff=False)
+        tools.add_command(label="Calibration helper…", command=self.open_calibration)
+        menu.add_cascade(label="File", menu=file_menu)
+        menu.add_cascade(label="Tools", menu=tools)
+        r.configure(menu=menu)
+
+        left = ttk.Frame(r, padding=6)
+        left.grid(row=0, column=0, sticky="nsew")
+        right = ttk.Frame(r, padding=6)
+        right.grid(row=0, column=1, sticky="nsew")
+        r.columnconfigure(0, weight=1)
+
+        self.live = ttk.Label(left, text="no source", anchor="center")
+        self.live.grid(row=0, column=0, columnspan=3)
+        self.views = {}
+        for i, name in enumerate(("model input", "reconstruction", "error heatmap")):
+            ttk.Label(left, text=name).grid(row=1, column=i)
+            self.views[name] = ttk.Label(left, text="–")
+            self.views[name].grid(row=2, column=i, padx=2)
+        self.chart_canvas = tk.Canvas(left, width=480, height=150, background="white", highlightthickness=0)
+        self.chart_canvas.grid(row=3, column=0, columnspan=3, pady=(6, 0))
+
+        self.banner = tk.Label(right, text="—", font=("TkDefaultFont", 30, "bold"), fg="white", bg=GREY, width=11)
+        self.banner.grid(row=0, column=0, columnspan=3, sticky="ew")
+        self.rule_line = ttk.Label(right, text="", font=("TkFixedFont", 10), wraplength=420)
+        self.rule_line.grid(row=1, column=0, columnspan=3, sticky="w", pady=(4, 4))
+        self.bars = tk.Canvas(right, width=420, height=58, background="white", highlightthickness=0)
+        self.bars.grid(row=2, column=0, columnspan=3)
+
+        th = ttk.Labelframe(right, text="Thresholds", padding=6)
+        th.grid(row=3, column=0, columnspan=3, sticky="ew", pady=4)
+        self.density_var = tk.DoubleVar()
+        self.recon_var = tk.DoubleVar()
+        ttk.Label(th, text="density <").grid(row=0, column=0, sticky="w")
+        self.density_spin = ttk.Spinbox(th, textvariable=self.density_var, width=12, from_=-1e9, to=1e9,
+                                        increment=1.0, command=self.apply_spinboxes)
+        self.density_spin.grid(row=0, column=1)
+        ttk.Label(th, text="reconstruction error >").grid(row=1, column=0, sticky="w")
+        self.recon_spin = ttk.Spinbox(th, textvariable=self.recon_var, width=12, from_=0, to=1e9, increment=0.0005,
+                                      command=self.apply_spinboxes)
+        self.recon_spin.grid(row=1, column=1)
+        for spin in (self.density_spin, self.recon_spin):
+            spin.bind("<Return>", lambda e: self.apply_spinboxes())
+        self.rule_var = tk.StringVar(value="or")
+        ttk.Combobox(th, textvariable=self.rule_var, values=("or", "and"), width=5, state="readonly").grid(
+            row=0, column=2, padx=4)
+        self.rule_var.trace_add("write", lambda *a: self.apply_spinboxes())
+        ttk.Button(th, text="Save", command=self.save_thresholds, bootstyle="secondary").grid(row=1, column=2, padx=4)
+
+        kp = ttk.Labelframe(right, text="Knob box", padding=6)
+        kp.grid(row=4, column=0, columnspan=3, sticky="ew", pady=4)
+        self.knob_state = ttk.Label(kp, text="not connected", width=16)
+        self.knob_state.grid(row=0, column=0, sticky="w")
+        self.follow_var = tk.BooleanVar(value=False)
+        ttk.Checkbutton(kp, text="follow knobs", variable=self.follow_var, bootstyle="round-toggle").grid(
+            row=0, column=1, columnspan=2, sticky="e")
+        self.knob_density = ttk.Label(kp, text="density knob –", width=22)
+        self.knob_density.grid(row=1, column=0, sticky="w")
+        ttk.Button(kp, text="Take knob value", command=lambda: self.take_knob("density"),
+                   bootstyle="info-outline").grid(row=1, column=1, padx=2, pady=2)
+        self.knob_recon = ttk.Label(kp, text="error knob –", width=22)
+        self.knob_recon.grid(row=2, column=0, sticky="w")
+        ttk.Button(kp, text="Take knob value", command=lambda: self.take_knob("reconstruction"),
+                   bootstyle="info-outline").grid(row=2, column=1, padx=2, pady=2)
+
+        cp = ttk.Labelframe(right, text="Conveyor", padding=6)
+        cp.grid(row=5, column=0, columnspan=3, sticky="ew", pady=4)
+        self.belt_state = ttk.Label(cp, text="not connected", width=30)
+        self.belt_state.grid(row=0, column=0, sticky="w")
+        ttk.Button(cp, text="Resume", command=self.resume_belt, bootstyle="success").grid(row=0, column=1, padx=2)
+        ttk.Button(cp, text="Stop", command=self.stop_belt, bootstyle="danger").grid(row=0, column=2, padx=2)
+
+        self.counter = ttk.Label(right, text="", font=("TkDefaultFont", 12, "bold"))
+        self.counter.grid(row=6, column=0, columnspan=3, sticky="w", pady=4)
+        self.history = ttk.Treeview(right, columns=("verdict", "density", "error"), height=6)
+        for col, text, width in (("#0", "part", 90), ("verdict", "verdict", 80), ("density", "density", 90),
+                                 ("error", "rec. error", 90)):
+            self.history.heading(col, text=text)
+            self.history.column(col, width=width, anchor="w")
+        ttk.Style().configure("Treeview", rowheight=34)
+        self.history.grid(row=7, column=0, columnspan=3, sticky="ew")
+        self.status = ttk.Label(r, text="", padding=6)
+        self.status.grid(row=1, column=0, columnspan=2, sticky="ew")
+
+    # -- actions --------------------------------------------------------------------------------
+    def message(self, text: str, error: bool = False) -> None:
+        self.status.configure(text=text, foreground=RED if error else "")
+
+    def _use_bundle(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        t = bundle.thresholds
+        s = self.settings
+        if s.model == str(bundle.path) and s.density_threshold and s.reconstruction_threshold:
+            t = Thresholds(s.density_threshold, s.reconstruction_threshold, s.rule or t.rule)
+        self._show_thresholds(t)
+
+    def _show_thresholds(self, t: Thresholds) -> None:
+        self.density_var.set(round(t.density, 4))
+        self.recon_var.set(round(t.reconstruction, 6))
+        if self.rule_var.get() != t.rule:
+            self.rule_var.set(t.rule)
+        if self.inspector is not None:
+            self.inspector.set_thresholds(t)
+
+    def current_thresholds(self) -> Thresholds | None:
+        if self.inspector is not None:
+            return self.inspector.thresholds
+        return self.bundle.thresholds if self.bundle else None
+
+    def apply_spinboxes(self) -> None:
+        try:
+            t = Thresholds(float(self.density_var.get()), float(self.recon_var.get()), self.rule_var.get())
+        except (tk.TclError, ValueError, GutcheckError):
+            self.message("thresholds must be numbers", error=True)
+            return
+        if self.inspector is not None:
+            self.inspector.set_thresholds(t)
+
+    def save_thresholds(self) -> None:
+        t = self.current_thresholds()
+        if t is None:
+            return
+        self.settings = replace(self.settings, model=str(self.bundle.path or ""), density_threshold=t.density,
+                                reconstruction_threshold=t.reconstruction, rule=t.rule,
+                                source=self.source_spec or self.settings.source)
+        save_settings(self.settings_path, self.settings)
+        self.message(f"thresholds saved to {self.settings_path}")
+
+    def knob_proposal(self) -> tuple[float, float] | None:
+        """Both knob positions mapped into the bundle's knob ranges (density, reconstruction error)."""
+        if self.knobs is None or self.knobs.latest is None or self.bundle is None:
+            return None
+        r = self.bundle.knob_ranges
+        return (knob_value(self.knobs.latest.a, r["density"]), knob_value(self.knobs.latest.b, r["reconstruction"]))
+
+    def take_knob(self, which: str) -> None:
+        """The prototype's grab hand: the knob's value becomes the threshold."""
+        proposal = self.knob_proposal()
+        t = self.current_thresholds()
+        if proposal is None or t is None:
+            self.message("no knob value to take (knob box not connected)", error=True)
+            return
+        t = replace(t, density=proposal[0]) if which == "density" else replace(t, reconstruction=proposal[1])
+        self._show_thresholds(t)
+        self.message(f"{which} threshold set from the knob")
+
+    def resume_belt(self) -> None:
+        if self.conveyor is not None:
+            self.conveyor.resume()
+
+    def stop_belt(self) -> None:
+        if self.conveyor is not None:
+            self.conveyor.stop_belt()
+
+    def open_model(self, path: str) -> bool:
+        try:
+            bundle = load_bundle(Path(path))
+        except GutcheckError as exc:
+            self.message(f"cannot open the model: {exc}", error=True)
+            return False
+        self._use_bundle(bundle)
+        if self.source_spec:
+            self.open_source(self.source_spec)
+        self.message(f"model {bundle.model_id()} loaded")
+        return True
+
+    def open_source(self, spec: str) -> bool:
+        if self.bundle is None:
+            self.message("open a model bundle first", error=True)
+            return False
+        try:
+            source = open_source(spec)
+        except GutcheckError as exc:
+            self.message(f"cannot open the source: {exc}", error=True)
+            return False
+        if self.inspector is not None:
+            self.inspector.stop()
+        self.source_spec = spec
+        self.inspector = Inspector(self.bundle, source, self.mode, self.conveyor, self.log)
+        self.apply_spinboxes()  # the thresholds on screen are the ones in force
+        self.inspector.start()
+        self.message(f"inspecting {source.name}")
+        return True
+
+    def _ask_model(self) -> None:
+        path = filedialog.askdirectory(title="Model bundle folder")
+        if path:
+            self.open_model(path)
+
+    def _ask_source(self) -> None:
+        spec = simpledialog.askstring("Source", "cam:N, file:VIDEO, folder:PATH, synthetic: or a URL",
+                                      initialvalue=self.source_spec or "cam:0")
+        if spec:
+            self.open_source(spec)
+
+    def _ask_export(self) -> None:
+        path = filedialog.asksaveasfilename(defaultextension=".csv", filetypes=[("CSV", "*.csv")])
+        if path:
+            n = self.log.export_csv(Path(path))
+            self.message(f"exported {n} inspections to {path}")
+
+    # -- calibration helper ---------------------------------------------------------------------
+    def open_calibration(self, n: int = 30, target_frr: float = 0.01) -> None:
+        """Inspect the next n good parts and propose thresholds at a false-reject target."""
+        self.calibration = {"n": n, "target": target_frr, "density": [], "error": [], "proposal": None}
+        win = ttk.Toplevel(self.root)
+        win.title("Calibration helper")
+        self.calibration["window"] = win
+        ttk.Label(win, text=f"Run {n} good parts past the camera.\nThresholds are proposed for a "
+                            f"{target_frr:.0%} false-reject rate.", padding=8).pack()
+        self.calibration["label"] = ttk.Label(win, text="0 parts", padding=8)
+        self.calibration["label"].pack()
+        self.calibration["apply"] = ttk.Button(win, text="Apply", state="disabled", command=self.apply_calibration,
+                                               bootstyle="success")
+        self.calibration["apply"].pack(pady=8)
+
+    def _calibration_add(self, v: Verdict) -> None:
+        c = self.calibration
+        if c is None or c["proposal"] is not None:
+            return
+        c["density"].append(v.density)
+        c["error"].append(v.error)
+        c["label"].configure(text=f"{len(c['density'])} of {c['n']} parts")
+        if len(c["density"]) >= c["n"]:
+            rule = self.rule_var.get()
+            c["proposal"] = thresholds_at_frr(np.array(c["density"]), np.array(c["error"]), c["target"], rule)
+            p = c["proposal"]
+            c["label"].configure(text=f"proposal: density < {p.density:.4g}, error > {p.reconstruction:.4g}")
+            c["apply"].configure(state="normal")
+
+    def apply_calibration(self) -> None:
+        if self.calibration and self.calibration["proposal"] is not None:
+            self._show_thresholds(self.calibration["proposal"])
+            self.calibration["window"].destroy()
+            self.calibration = None
+            self.message("calibrated thresholds applied (Save keeps them)")
+
+    # -- the view -------------------------------------------------------------------------------
+    def poll(self) -> None:
+        now = time.monotonic()
+        self.redraws.append(now)
+        insp = self.inspector
+        if insp is not None:
+            while True:
+                try:
+                    self.message(insp.errors.get_nowait(), error=True)
+                except queue.Empty:
+                    break
+            newest = None
+            for _ in range(200):
+                try:
+                    v = insp.verdicts.get_nowait()
+                except queue.Empty:
+                    break
+                self._add_verdict(v)
+                newest = v
+            if newest is not None:
+                self._show_verdict(newest)
+            try:
+                frame = insp.frames.get_nowait()
+                self._photos["live"] = photo(self._overlay(frame.image), 480)
+                self.live.configure(image=self._photos["live"], text="")
+            except queue.Empty:
+                pass
+        self._show_links()
+        self._draw_bars()
+        self._draw_chart()
+        ok, nok = self.counts["ok"], self.counts["anomaly"]
+        total = ok + nok
+        fps = (len(self.redraws) - 1) / (self.redraws[-1] - self.redraws[0]) if len(self.redraws) > 1 else 0.0
+        self.counter.configure(text=f"inspected {total}   OK {ok}   NOK {nok}   yield "
+                                    f"{(ok / total if total else 0):.1%}   view {fps:.0f} fps")
+        self.root.after(POLL_MS, self.poll)
+
+    def _overlay(self, image: np.ndarray) -> np.ndarray:
+        """The live frame with the framing box the model sees (ROI / centring crop)."""
+        out = image.copy()
+        if self.bundle is not None and not self.bundle.preprocessing.framing.is_identity:
+            x, y, w, h = self.bundle.preprocessing.framing.box(image)
+        else:
+            h, w = image.shape[:2]
+            x = y = 0
+        colour = (43, 42, 201) if self.last_verdict is not None and self.last_verdict.anomaly else (62, 138, 43)
+        cv2.rectangle(out, (x + 1, y + 1), (x + w - 2, y + h - 2), colour, 2)
+        return out
+
+    def _add_verdict(self, v: Verdict) -> None:
+        self.counts["anomaly" if v.anomaly else "ok"] += 1
+        self.chart.append((v.density, v.error, v.thresholds))
+        self._calibration_add(v)
+        thumb = photo(v.inputs, 32, rgb=True)
+        self._history_photos.append(thumb)
+        self.history.insert("", 0, text=f" {v.number}", image=thumb,
+                            values=("ANOMALY" if v.anomaly else "OK", f"{v.density:.2f}", f"{v.error:.5f}"),
+                            tags=("bad",) if v.anomaly else ())
+        self.history.tag_configure("bad", foreground=RED)
+        for item in self.history.get_children()[20:]:
+            self.history.delete(item)
+
+    def _show_verdict(self, v: Verdict) -> None:
+        self.last_verdict = v
+        self.banner.configure(text="ANOMALY" if v.anomaly else "OK", bg=RED if v.anomaly else GREEN)
+        self.rule_line.configure(text=v.thresholds.describe(v.density, v.error))
+        scale = max(v.thresholds.reconstruction, 1e-9) * 2
+        for name, img in (("model input", v.inputs), ("reconstruction", v.reconstruction),
+                          ("error heatmap", heat(v.heatmap, scale))):
+            self._photos[name] = photo(img, 150, rgb=True)
+            self.views[name].configure(image=self._photos[name], text="")
+
+    def _show_links(self) -> None:
+        if self.knobs is not None:
+            state = self.knobs.state()
+            self.knob_state.configure(text=f"knobs: {state}", foreground=GREEN if state == "connected" else RED)
+            proposal = self.knob_proposal()
+            if proposal is not None:
+                self.knob_density.configure(text=f"density knob {proposal[0]:.4g}")
+                self.knob_recon.configure(text=f"error knob {proposal[1]:.4g}")
+                t = self.current_thresholds()
+                if self.follow_var.get() and t is not None and state == "connected":
+                    new = replace(t, density=proposal[0], reconstruction=proposal[1])
+                    if new != t:
+                        self._show_thresholds(new)
+        if self.conveyor is not None:
+            state = self.conveyor.state()
+            belt = BELT_STATES.get(self.conveyor.belt_state, "unknown")
+            self.belt_state.configure(text=f"belt {belt} · link {state}",
+                                      foreground=GREEN if self.conveyor.belt_state == "R" else RED)
+
+    def _draw_bars(self) -> None:
+        c = self.bars
+        c.delete("all")
+        v, t = self.last_verdict, self.current_thresholds()
+        if v is None or t is None or self.bundle is None:
+            return
+        for row, (name, value, threshold, bad_low, key) in enumerate((
+                ("density", v.density, t.density, True, "density"),
+                ("rec. error", v.error, t.reconstruction, False, "reconstruction"))):
+            lo, hi = self.bundle.knob_ranges[key]
+            y = 6 + row * 26
+
+            def x(val):
+                return 90 + 320 * min(max((val - lo) / (hi - lo or 1), 0), 1)
+
+            bad = value < threshold if bad_low else value > threshold
+            c.create_text(4, y + 8, text=name, anchor="w")
+            c.create_rectangle(90, y, 410, y + 16, outline="#ced4da")
+            c.create_rectangle(90, y, x(value), y + 16, fill=RED if bad else GREEN, width=0)
+            c.create_line(x(threshold), y - 3, x(threshold), y + 19, width=3)
+
+    def _draw_chart(self) -> None:
+        c = self.chart_canvas
+        c.delete("all")
+        if len(self.chart) < 2 or self.bundle is None:
+            c.create_text(240, 75, text="scores appear here", fill=GREY)
+            return
+        w, half = 480, 75
+        for row, (key, index, colour) in enumerate((("density", 0, "#1971c2"), ("reconstruction", 1, "#e8590c"))):
+            lo, hi = self.bundle.knob_ranges[key]
+            top = row * half
+
+            def y(val):
+                return top + half - 6 - (half - 12) * min(max((val - lo) / (hi - lo or 1), 0), 1)
+
+            pts = []
+            for i, item in enumerate(self.chart):
+                pts += [w * i / (CHART_POINTS - 1), y(item[index])]
+            c.create_line(*pts, fill=colour, width=2)
+            t = self.chart[-1][2]
+            ty = y(t.density if index == 0 else t.reconstruction)
+            c.create_line(0, ty, w, ty, fill=colour, dash=(4, 3))
+            c.create_text(4, top + 8, text="density" if index == 0 else "reconstruction error", anchor="w",
+                          fill=colour)
+
+    def close(self) -> None:
+        if self.inspector is not None:
+            self.inspector.stop()
+        for link in (self.knobs, self.conveyor):
+            if link is not None:
+                link.close()
+        self.log.close()
+        self.root.destroy()

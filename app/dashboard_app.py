@@ -1,0 +1,47 @@
+"""Starting the dashboard: links, model and window, with every problem shown in the window."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import ttkbootstrap as ttk
+
+from app.dashboard import Dashboard
+from capture.errors import GutcheckError
+from model_builder.bundle import load_bundle
+
+
+def run_dashboard(model: str | None, source: str | None, knobs: str | None, conveyor: str | None, mode: str,
+                  settings: Path, log_dir: Path, simulate_devices: bool = False) -> int:
+    """Open the window; with `simulate_devices` a simulated knob box and conveyor are started on ptys."""
+    from app.links.conveyor_link import ConveyorLink
+    from app.links.knob_link import KnobLink
+
+    sims = []
+    if simulate_devices:
+        from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
+
+        folder = Path(tempfile.mkdtemp(prefix="gutcheck-devices-"))
+        sims = [KnobBoxSimulator(folder / "knobs").start(), ConveyorSimulator(folder / "conveyor").start()]
+        knobs, conveyor = str(sims[0].path), str(sims[1].path)
+    root = ttk.Window(themename="flatly")
+    bundle, problem = None, None
+    if model:
+        try:
+            bundle = load_bundle(Path(model))
+        except GutcheckError as exc:
+            problem = f"cannot open the model: {exc}"
+    knob_link = KnobLink(knobs).start() if knobs else None
+    conveyor_link = ConveyorLink(conveyor).start() if conveyor else None
+    if conveyor_link is not None and simulate_devices:
+        conveyor_link.resume()
+    dash = Dashboard(root, settings, log_dir, bundle, source, knob_link, conveyor_link, mode)
+    if problem:
+        dash.message(problem, error=True)
+    try:
+        root.mainloop()
+    finally:
+        for sim in sims:
+            sim.close()
+    return 0

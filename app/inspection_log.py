@@ -1,0 +1,122 @@
+"""The inspection log: SQLite in WAL mode, one row per verdict, with the images of every anomaly
+(and a sample of good parts) saved beside it. Each row is committed on its own, so a kill -9
+loses at most the row in flight."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from capture.imageio import write_image_atomic
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inspections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    part_number INTEGER,
+    verdict TEXT NOT NULL CHECK (verdict IN ('ok', 'anomaly')),
+    density REAL NOT NULL,
+    reconstruction_error REAL NOT NULL,
+    density_threshold REAL NOT NULL,
+    reconstruction_threshold REAL NOT NULL,
+    rule TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    image TEXT,
+    truth TEXT
+);
+CREATE INDEX IF NOT EXISTS inspections_time ON inspections (time);
+"""
+COLUMNS = ("id", "time", "part_number", "verdict", "density", "reconstruction_error", "density_threshold",
+           "reconstruction_threshold", "rule", "model_id", "source", "image", "truth")
+
+
+@dataclass
+class Inspection:
+    """One verdict as the log keeps it."""
+
+    part_number: int | None
+    anomaly: bool
+    density: float
+    error: float
+    density_threshold: float
+    reconstruction_threshold: float
+    rule: str
+    model_id: str
+    source: str
+    truth: str | None = None
+    time: float = 0.0
+
+
+class InspectionLog:
+    """Thread-safe: the pipeline writes, the dashboard reads."""
+
+    def __init__(self, folder: Path, good_sample_every: int = 50):
+        self.folder = Path(folder)
+        self.images = self.folder / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.good_sample_every = good_sample_every
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.folder / "inspections.sqlite", check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._goods = 0
+
+    def add(self, item: Inspection, image: np.ndarray | None = None) -> int:
+        """Append one verdict (committed at once); anomalies and every Nth good part keep their image."""
+        item.time = item.time or time.time()
+        keep = image is not None and (item.anomaly or self._goods % self.good_sample_every == 0)
+        if not item.anomaly:
+            self._goods += 1
+        rel = None
+        if keep:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(item.time))
+            rel = f"{'anomaly' if item.anomaly else 'good'}/{stamp}_{int(item.time * 1000) % 1000:03d}_" \
+                  f"{item.part_number or 0}.png"
+            write_image_atomic(self.images / rel, image)
+        with self._lock:
+            cur = self.db.execute(
+                "INSERT INTO inspections (time, part_number, verdict, density, reconstruction_error, "
+                "density_threshold, reconstruction_threshold, rule, model_id, source, image, truth) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (item.time, item.part_number, "anomaly" if item.anomaly else "ok", float(item.density),
+                 float(item.error), float(item.density_threshold), float(item.reconstruction_threshold), item.rule,
+                 item.model_id, item.source, rel, item.truth))
+            return int(cur.lastrowid)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = dict(self.db.execute("SELECT verdict, COUNT(*) FROM inspections GROUP BY verdict").fetchall())
+        return {"ok": rows.get("ok", 0), "anomaly": rows.get("anomaly", 0)}
+
+    def recent(self, n: int = 20) -> list[dict]:
+        with self._lock:
+            rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM inspections ORDER BY id DESC LIMIT ?",
+                                   (n,)).fetchall()
+        return [dict(zip(COLUMNS, r)) for r in rows]
+
+    def export_csv(self, path: Path) -> int:
+        """All rows to a CSV file (atomically); returns the row count."""
+        import io
+
+        from capture.imageio import write_bytes_atomic
+
+        with self._lock:
+            rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM inspections ORDER BY id").fetchall()
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        write_bytes_atomic(Path(path), buf.getvalue().encode())
+        return len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()

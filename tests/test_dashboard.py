@@ -1,0 +1,120 @@
+"""The dashboard in a real Tk window under Xvfb: synthetic conveyor, simulated knob box and
+conveyor on pseudo-terminals, the inspection log in real SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from app.links.conveyor_link import ConveyorLink
+from app.links.knob_link import KnobLink
+from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
+from model_builder.bundle import load_bundle
+from tests.conftest import screenshot
+from tests.test_capture_window import pump
+
+
+@pytest.fixture
+def station(xvfb_display, tiny_bundle, tmp_path):
+    import ttkbootstrap as ttk
+
+    from app.dashboard import Dashboard
+
+    knob_sim = KnobBoxSimulator(tmp_path / "knobs", heartbeat_s=0.1).start()
+    belt_sim = ConveyorSimulator(tmp_path / "conveyor").start()
+    knobs = KnobLink(str(knob_sim.path), backoff_s=(0.1, 0.2, 0.4), stale_after_s=0.5, lost_after_s=1.0).start()
+    conveyor = ConveyorLink(str(belt_sim.path)).start()
+    root = ttk.Window(themename="flatly")
+    root.geometry("1200x900")
+    dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log", load_bundle(tiny_bundle),
+                     "synthetic:seed=9,parts=60,defects=0.3", knobs, conveyor)
+    yield dash, knob_sim, belt_sim, tmp_path
+    try:
+        dash.close()
+    except Exception:
+        pass
+    knob_sim.close()
+    belt_sim.close()
+
+
+def test_dashboard_runs_50_parts_with_knobs_and_conveyor(station):
+    dash, knob_sim, belt_sim, tmp_path = station
+    root = dash.root
+    dash.resume_belt()
+    assert pump(root, lambda: sum(dash.counts.values()) >= 50, 120), f"only {dash.counts}"
+    assert pump(root, lambda: dash.inspector.finished.is_set(), 60)
+    pump(root, lambda: False, 0.5)
+    # Verdict counts on screen match the log.
+    on_screen = dash.counter.cget("text")
+    db = sqlite3.connect(tmp_path / "log" / "inspections.sqlite")
+    ok = db.execute("SELECT COUNT(*) FROM inspections WHERE verdict='ok'").fetchone()[0]
+    nok = db.execute("SELECT COUNT(*) FROM inspections WHERE verdict='anomaly'").fetchone()[0]
+    assert ok + nok == 60
+    assert f"inspected {ok + nok}   OK {ok}   NOK {nok}" in on_screen
+    shot_run = screenshot(root, "dashboard_after_60_parts")
+
+    # A knob move changes the proposed threshold; "take knob value" applies it.
+    knob_sim.set(100, 900)
+    assert pump(root, lambda: dash.knobs.latest is not None and dash.knobs.latest.a == 100, 3)
+    before = dash.knob_proposal()
+    knob_sim.set(800, 50)
+    assert pump(root, lambda: dash.knob_proposal() != before, 3)
+    proposal = dash.knob_proposal()
+    assert proposal[0] > before[0] and proposal[1] < before[1]
+    dash.take_knob("reconstruction")
+    assert dash.current_thresholds().reconstruction == pytest.approx(proposal[1])
+    assert float(dash.recon_var.get()) == pytest.approx(proposal[1], rel=1e-3)
+
+    # A defect verdict stops the simulated belt; resume restarts it.
+    dash.resume_belt()
+    assert pump(root, lambda: belt_sim.running, 3)
+    dash.rule_var.set("or")
+    dash.density_var.set(1e9)  # the operator turns the density threshold up: every part is an anomaly now
+    dash.apply_spinboxes()
+    assert dash.open_source("synthetic:seed=3,parts=2,defects=0")
+    assert pump(root, lambda: belt_sim.model.state == "D", 20)
+    assert pump(root, lambda: "stopped: defect" in dash.belt_state.cget("text"), 3)
+    shot_stop = screenshot(root, "dashboard_belt_stopped")
+    dash.resume_belt()
+    assert pump(root, lambda: belt_sim.running and "running" in dash.belt_state.cget("text"), 3)
+
+    # Unplugging the knob box shows "lost"; plugging it back recovers.
+    knob_sim.unplug()
+    assert pump(root, lambda: "lost" in dash.knob_state.cget("text"), 3)
+    lost_shot = screenshot(root, "dashboard_knobs_lost")
+    knob_sim.plug()
+    assert pump(root, lambda: "connected" in dash.knob_state.cget("text"), 3)
+    for shot in (shot_run, shot_stop, lost_shot):
+        assert shot.stat().st_size > 20_000
+
+
+def test_view_redraws_at_least_15_fps_while_inspecting(station):
+    dash, _, _, _ = station
+    root = dash.root
+    assert pump(root, lambda: sum(dash.counts.values()) >= 10, 60)
+    pump(root, lambda: False, 2.0)  # still inspecting: 60 parts take longer than this
+    assert not dash.inspector.finished.is_set()
+    fps = (len(dash.redraws) - 1) / (dash.redraws[-1] - dash.redraws[0])
+    assert fps >= 15, fps
+
+
+def test_bad_inputs_are_messages_in_the_window(xvfb_display, tiny_bundle, tmp_path):
+    import ttkbootstrap as ttk
+
+    from app.dashboard import Dashboard
+
+    (tmp_path / "settings.toml").write_text("density_threshold = = 3\n")
+    root = ttk.Window(themename="flatly")
+    dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log")
+    try:
+        pump(root, lambda: False, 0.2)
+        assert "settings file is damaged" in dash.status.cget("text")
+        assert not dash.open_model(str(tmp_path / "no-such-model"))
+        assert "no such model bundle folder" in dash.status.cget("text")
+        assert dash.open_model(str(tiny_bundle))
+        assert not dash.open_source("cam:9")
+        assert "cannot open the source" in dash.status.cget("text")
+        screenshot(root, "dashboard_bad_inputs")
+    finally:
+        dash.close()
