@@ -42,9 +42,8 @@ def residual_cae(size: int, channels: int, **_: object) -> keras.Model:
     latent = layers.Conv2D(32, 1, padding="same", name="latent")(x)
     x = layers.Conv2D(128, 1, activation="relu")(latent)
     for filters in (128, 96, 64, 32):
+        x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", activation="relu")(x)
         x = _res_block(x, filters)
-        x = layers.Conv2DTranspose(filters // 2 if filters > 32 else 32, 4, strides=2, padding="same",
-                                   activation="relu")(x)
     recon = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
     return keras.Model(inp, [recon, latent], name="residual_cae")
 

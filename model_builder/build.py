@@ -34,7 +34,7 @@ class BuildOptions:
     pretrained: str = "imagenet"  # mobilenet only: "imagenet", a path to the no-top .h5, or "none"
     loss: str = "hybrid"
     alpha: float = 0.5  # weight of SSIM in the hybrid loss
-    density_preset: str = "whitened"
+    density_preset: str = "gaussian"
     density_components: int = 64
     reconstruction_score: str = "topk"
     rule: str = "or"
@@ -78,8 +78,8 @@ def make_datasets(x_train: np.ndarray, x_val: np.ndarray, options: BuildOptions)
     train = (tf.data.Dataset.from_tensor_slices(x_train).cache()
              .shuffle(len(x_train), seed=options.seed, reshuffle_each_iteration=True)
              .batch(options.batch_size))
-    if options.augmentation.enabled:
-        train = train.map(options.augmentation.tf_function(options.seed), num_parallel_calls=auto)
+    if options.augmentation.enabled:  # sequential: its random draws must come in the same order every run
+        train = train.map(options.augmentation.tf_function(options.seed))
     train = train.map(lambda b: (b, b), num_parallel_calls=auto).prefetch(auto)
     val = (tf.data.Dataset.from_tensor_slices(x_val).cache().batch(options.batch_size)
            .map(lambda b: (b, b)).prefetch(auto))

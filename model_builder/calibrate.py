@@ -114,7 +114,8 @@ def thresholds_at_recall(truth_anomaly: np.ndarray, density: np.ndarray, error: 
         return None
     scores = np.sort(combined_score(density, error, stats, rule)[truth])
     k = int(np.ceil(target_recall * len(scores)))
-    z = float(np.nextafter(scores[len(scores) - k], -np.inf))
+    edge = float(scores[len(scores) - k])
+    z = edge - 1e-6 * max(1.0, abs(edge))  # just below the k-th worst defect, safe from rounding
     return thresholds_at_level(z, stats, rule)
 
 

@@ -47,7 +47,7 @@ def test_report_holds_every_plot_inline(tiny_bundle):
     report = (tiny_bundle / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 6  # loss, 2 histograms, scatter, ROC, confusion, examples
     assert "http" not in report.replace("http-equiv", "")  # self-contained
-    for words in ("Metrics on test/", "Two-threshold rule", "ROC curves", "Worst misses"):
+    for words in ("Metrics on test/", "<b>Rule:</b>", "Scores: good vs each defect type", "Worst misses"):
         assert words in report
 
 

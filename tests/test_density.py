@@ -46,7 +46,19 @@ def test_loo_bandwidth_tracks_the_scale_of_the_data():
     assert loo_bandwidth(10 * x) == pytest.approx(10 * loo_bandwidth(x), rel=0.15)
 
 
-@pytest.mark.parametrize("preset", ["prototype", "whitened"])
+def test_gaussian_preset_matches_scipy_with_the_shrunk_covariance():
+    from scipy.stats import multivariate_normal
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(6)
+    train, query = rng.normal(size=(80, 10)), rng.normal(size=(5, 10))
+    kde = LatentDensity("gaussian").fit(train)
+    lw = LedoitWolf().fit(train)
+    ref = multivariate_normal(lw.location_, lw.covariance_).logpdf(query)
+    np.testing.assert_allclose(kde.score_samples(query), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["prototype", "whitened", "gaussian"])
 def test_arrays_round_trip_through_npz_without_pickle(preset):
     rng = np.random.default_rng(5)
     kde = LatentDensity(preset).fit(rng.normal(size=(30, 12)))

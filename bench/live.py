@@ -1,0 +1,152 @@
+"""Live speed: the inspector's per-frame scoring against the prototype's per-frame method, and the
+verdict-to-serial time through the conveyor link.
+
+    .venv/bin/python bench/live.py [--frames 300]
+
+For each architecture and size (128² and 256²) it times, in the same run and on the same frames:
+- gutcheck: Inspector.inspect(frame): preprocess, one forward pass (reconstruction + latent), top-k
+  reconstruction error, latent density, verdict, heatmap; nothing touches the disk;
+- prototype: write the frame to a PNG, read it back, predict() the reconstruction, predict() the
+  latent, evaluate() the loss, KDE score: what the old Qt GUI did per frame.
+Weights are random: speed does not depend on them. Then 500 verdicts go through ConveyorLink to the
+simulated conveyor on a pty and the time from send to acknowledgement is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_bundle(architecture: str, size: int):
+    import keras
+
+    from model_builder.architectures import ARCHITECTURES
+    from model_builder.bundle import Bundle
+    from model_builder.density import LatentDensity
+    from model_builder.preprocess import Preprocessing
+    from model_builder.scoring import GoodStatistics, Thresholds
+
+    keras.utils.set_random_seed(0)
+    model = ARCHITECTURES[architecture](size, 3, weights=None)
+    x = np.random.default_rng(0).random((40, size, size, 3)).astype(np.float32)
+    latent = model.predict(x, verbose=0)[1]
+    density = LatentDensity("whitened", n_components=64).fit(latent)
+    bundle = Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"),
+                    GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]})
+    return bundle
+
+
+def frames(n: int, size: int = 256) -> list:
+    from capture.sources import Frame
+    from capture.synthetic import random_spec, render
+
+    rng = np.random.default_rng(1)
+    return [Frame(render(random_spec(rng), size)[0], i, time.time()) for i in range(n)]
+
+
+def time_gutcheck(bundle, stream) -> np.ndarray:
+    from app.inspector import Inspector
+
+    class NoSource:
+        name = "bench"
+
+        def close(self):
+            pass
+
+    insp = Inspector(bundle, NoSource(), mode="continuous")
+    for f in stream[:10]:
+        insp.inspect(f)
+    out = []
+    for f in stream:
+        t0 = time.perf_counter()
+        insp.inspect(f)
+        insp.verdicts.get_nowait()
+        out.append(time.perf_counter() - t0)
+    return np.array(out)
+
+
+def time_prototype(bundle, stream) -> np.ndarray:
+    import cv2
+    import keras
+
+    model = bundle.model
+    autoencoder = keras.Model(model.input, model.output[0])
+    encoder = keras.Model(model.input, model.output[1])
+    autoencoder.compile(loss="mse")
+    size = bundle.preprocessing.size
+    tmp = Path(tempfile.mkdtemp()) / "frame.png"
+    out = []
+    for i, f in enumerate(stream):
+        t0 = time.perf_counter()
+        cv2.imwrite(str(tmp), f.image)
+        img = cv2.imread(str(tmp))
+        x = cv2.resize(img, (size, size)).astype(np.float32)[None] / 255.0
+        autoencoder.predict(x, verbose=0)
+        latent = encoder.predict(x, verbose=0)
+        autoencoder.evaluate(x, x, verbose=0)
+        bundle.density.score_samples(latent)
+        if i >= 5:
+            out.append(time.perf_counter() - t0)
+    return np.array(out)
+
+
+def verdict_to_serial(n: int = 500) -> np.ndarray:
+    from app.links.conveyor_link import ConveyorLink
+    from app.links.simulators import ConveyorSimulator
+
+    folder = Path(tempfile.mkdtemp())
+    sim = ConveyorSimulator(folder / "conveyor").start()
+    link = ConveyorLink(str(sim.path)).start()
+    try:
+        while link.link.port is None:
+            time.sleep(0.01)
+        link.resume()
+        for i in range(n):
+            link.send_verdict(i % 7 == 0)
+            time.sleep(0.01)  # parts come one at a time
+        link.wait_delivered(10)
+        return np.array(link.latencies_s)
+    finally:
+        link.close()
+        sim.close()
+
+
+def line(name: str, t: np.ndarray) -> str:
+    return (f"{name:<32} p50 {np.percentile(t, 50) * 1000:7.1f} ms   p99 {np.percentile(t, 99) * 1000:7.1f} ms   "
+            f"{1 / t.mean():7.1f} frames/s")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--architectures", default="mobilenet,prototype")
+    args = p.parse_args()
+    import tensorflow as tf
+
+    print(f"machine: {os.cpu_count()} cores, TensorFlow {tf.__version__}, {args.frames} frames per run")
+    stream = frames(args.frames)
+    for arch in args.architectures.split(","):
+        for size in (128, 256):
+            bundle = make_bundle(arch, size)
+            print(line(f"{arch} {size}² gutcheck", time_gutcheck(bundle, stream)), flush=True)
+            print(line(f"{arch} {size}² prototype method", time_prototype(bundle, stream[: max(30, args.frames // 5)])),
+                  flush=True)
+    lat = verdict_to_serial()
+    print(f"verdict -> conveyor acknowledgement over a pty: p50 {np.percentile(lat, 50) * 1000:.1f} ms, "
+          f"p99 {np.percentile(lat, 99) * 1000:.1f} ms, max {lat.max() * 1000:.1f} ms ({len(lat)} verdicts)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
