@@ -59,12 +59,23 @@ def _image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
+def _verdict_json(file_or_part: dict, anomaly: bool, density: float, error: float, thresholds, model_id: str) -> str:
+    return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok", "density": round(density, 4),
+                       "reconstruction_error": error, "density_threshold": thresholds.density,
+                       "reconstruction_threshold": thresholds.reconstruction, "rule": thresholds.rule,
+                       "model_id": model_id})
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Headless inspection: one JSON line per image."""
+    """Headless inspection: one JSON line per image file, or per part (or frame) of a live source."""
     from capture.imageio import read_image
     from model_builder.bundle import load_bundle
 
+    if bool(args.images) == bool(args.source):
+        raise GutcheckError("give image files/folders or --source, not both and not neither")
     bundle = load_bundle(Path(args.model))
+    if args.source:
+        return _inspect_source(args, bundle)
     scorer = bundle.scorer
     failures = 0
     for path in _image_paths(args.images):
@@ -75,10 +86,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             failures += 1
             continue
         s = scorer.score_images([image])
-        print(json.dumps({"file": str(path), "verdict": "anomaly" if s.anomaly[0] else "ok",
-                          "density": round(float(s.density[0]), 4), "reconstruction_error": float(s.error[0]),
-                          "rule": bundle.thresholds.rule, "model_id": bundle.model_id()}), flush=True)
+        print(_verdict_json({"file": str(path)}, bool(s.anomaly[0]), float(s.density[0]), float(s.error[0]),
+                            bundle.thresholds, bundle.model_id()), flush=True)
     return 1 if failures else 0
+
+
+def _inspect_source(args: argparse.Namespace, bundle) -> int:
+    from app.inspection_log import InspectionLog
+    from app.inspector import Inspector
+    from app.links.conveyor_link import ConveyorLink
+    from capture.sources import open_source
+
+    source = open_source(args.source)
+    conveyor = ConveyorLink(args.conveyor).start() if args.conveyor else None
+    log = InspectionLog(Path(args.log_dir)) if args.log_dir else None
+    inspector = Inspector(bundle, source, args.mode, conveyor, log).start()
+    try:
+        while not (inspector.finished.is_set() and inspector.verdicts.empty()):
+            try:
+                v = inspector.verdicts.get(timeout=0.2)
+            except Exception:
+                continue
+            extra = {"part": v.number, "frame": v.frame.index, "source": source.name}
+            if v.truth is not None:
+                extra["truth"] = v.truth
+            print(_verdict_json(extra, v.anomaly, v.density, v.error, v.thresholds, bundle.model_id()), flush=True)
+        if not inspector.errors.empty():
+            raise GutcheckError(inspector.errors.get())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        inspector.stop()
+        if conveyor is not None:
+            conveyor.wait_delivered(2.0)
+            conveyor.close()
+        if log is not None:
+            log.close()
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -246,9 +290,14 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
 
     i = sub.add_parser("inspect", help="headless inspection: JSON lines out",
-                       description="Score images with a model bundle; prints one JSON line per image.")
+                       description="Score image files, or a live source, with a model bundle; prints one JSON line "
+                                   "per image, part or frame.")
     i.add_argument("--model", required=True, help="model bundle folder")
-    i.add_argument("images", nargs="+", help="image files or folders")
+    i.add_argument("images", nargs="*", help="image files or folders")
+    i.add_argument("--source", help="a live source instead of files: cam:N, file:VIDEO, folder:PATH, synthetic:, URL")
+    i.add_argument("--mode", choices=["part", "continuous"], default="part")
+    i.add_argument("--conveyor", help="send each verdict to the conveyor on this serial port")
+    i.add_argument("--log-dir", help="keep an inspection log (SQLite + anomaly images) in this folder")
     i.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("dashboard", help="the live inspection dashboard",

@@ -68,10 +68,11 @@ class DemoSummary:
 
 
 def demo_build_options():
-    """The demo's model: the prototype's CAE (no download needed), small and quick on 2 cores."""
+    """The demo's model: the prototype's CAE (no download needed, quick on 2 cores) with the whitened
+    KDE, which suits its 4096-value latent (measured on the synthetic stream: image AUROC 0.95)."""
     from model_builder.build import BuildOptions
 
-    return BuildOptions(architecture="prototype", loss="mse", epochs=40, patience=6)
+    return BuildOptions(architecture="prototype", loss="mse", density_preset="whitened", epochs=40, patience=6)
 
 
 def ensure_dataset(folder: Path, seed: int, log: Callable[[str], None]) -> Path:

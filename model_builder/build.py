@@ -239,6 +239,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
         f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder, {options.loss} loss")
 
     model = make_model(options, preprocessing.channels)
+    LatentDensity(options.density_preset).check_dim(int(np.prod(model.output[1].shape[1:])))
     history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
     train_seconds = time.monotonic() - start
 

@@ -20,6 +20,7 @@ from scipy.special import logsumexp
 from capture.errors import GutcheckError
 
 PRESETS = ("prototype", "whitened", "gaussian")
+GAUSSIAN_MAX_DIM = 2048  # its precision matrix is stored in the bundle: 2048² float32 = 16 MB
 
 
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,6 +69,12 @@ class LatentDensity:
         self.precision_: np.ndarray | None = None  # gaussian preset
         self.log_norm_: float = 0.0
 
+    def check_dim(self, dim: int) -> None:
+        """Refuse, before any training, a latent too large for this preset."""
+        if self.preset == "gaussian" and dim > GAUSSIAN_MAX_DIM:
+            raise GutcheckError(f"the gaussian density takes latents of at most {GAUSSIAN_MAX_DIM} values; this "
+                                f"architecture's has {dim}: use --density whitened")
+
     def _transform(self, latents: np.ndarray) -> np.ndarray:
         flat = latents.reshape(len(latents), -1).astype(np.float64)
         if self.projection_ is None:
@@ -81,6 +88,7 @@ class LatentDensity:
         if self.preset == "gaussian":
             from sklearn.covariance import LedoitWolf
 
+            self.check_dim(flat.shape[1])
             lw = LedoitWolf().fit(flat)
             # float32 halves the bundle (a 1760-dim latent: 12 MB) and changes scores by < 1e-5
             self.mean_, self.precision_ = lw.location_, lw.precision_.astype(np.float32)

@@ -28,7 +28,8 @@ def tiny_bundle(small_dataset, tmp_path_factory) -> Path:
     from model_builder.build import BuildOptions, build
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    build(small_dataset, out, BuildOptions(size=32, epochs=2, patience=2, architecture="prototype"), show_progress=False, log=lambda s: None)
+    options = BuildOptions(size=32, epochs=2, patience=2, architecture="prototype", density_preset="whitened")
+    build(small_dataset, out, options, show_progress=False, log=lambda s: None)
     return out
 
 

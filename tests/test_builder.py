@@ -21,7 +21,7 @@ QUIET = dict(show_progress=False, log=lambda s: None)
 
 
 def tiny(**kw) -> BuildOptions:
-    base = dict(size=32, epochs=1, patience=1, architecture="prototype", batch_size=8)
+    base = dict(size=32, epochs=1, patience=1, architecture="prototype", batch_size=8, density_preset="whitened")
     base.update(kw)
     return BuildOptions(**base)
 
@@ -29,8 +29,9 @@ def tiny(**kw) -> BuildOptions:
 @pytest.mark.parametrize("options", [
     tiny(architecture="prototype", loss="mse", density_preset="prototype", reconstruction_score="mse", rule="and"),
     tiny(architecture="residual", loss="ssim", reconstruction_score="ssim"),
-    tiny(architecture="mobilenet", pretrained="none", loss="hybrid", alpha=0.3, color="gray"),
-], ids=["prototype-mse-kde0.2", "residual-ssim", "mobilenet-hybrid-gray"])
+    tiny(architecture="mobilenet", pretrained="none", loss="hybrid", alpha=0.3, color="gray",
+         density_preset="gaussian"),
+], ids=["prototype-mse-kde0.2", "residual-ssim", "mobilenet-hybrid-gray-gaussian"])
 def test_each_variant_trains_and_round_trips(small_dataset, tmp_path, options):
     result = build(small_dataset, tmp_path / "m", options, **QUIET)
     images = load_test(small_dataset).images[:6]
@@ -109,7 +110,8 @@ def test_out_that_is_a_file_is_a_clear_error_and_nothing_half_written(small_data
 def test_bad_options_are_refused_before_training(small_dataset, tmp_path):
     for kw, words in ((dict(loss="l7"), "unknown loss"), (dict(alpha=2.0), "alpha"),
                       (dict(architecture="vgg"), "unknown architecture"), (dict(size=30), "multiple of 8"),
-                      (dict(density_preset="x"), "density preset")):
+                      (dict(density_preset="x"), "density preset"),
+                      (dict(size=128, density_preset="gaussian"), "at most 2048")):
         with pytest.raises(GutcheckError, match=words):
             build(small_dataset, tmp_path / "m", tiny(**kw), **QUIET)
 

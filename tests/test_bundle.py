@@ -17,7 +17,8 @@ from model_builder.dataset import load_test
 def test_loaded_bundle_scores_identically_to_the_built_one(small_dataset, tmp_path):
     from model_builder.build import BuildOptions, build
 
-    result = build(small_dataset, tmp_path / "m", BuildOptions(size=32, epochs=1, patience=1, architecture="prototype"),
+    options = BuildOptions(size=32, epochs=1, patience=1, architecture="prototype", density_preset="whitened")
+    result = build(small_dataset, tmp_path / "m", options,
                    show_progress=False, log=lambda s: None)
     images = load_test(small_dataset).images[:8]
     before = result.bundle.scorer.score_images(images)
