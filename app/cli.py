@@ -216,12 +216,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                          mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir))
 
 
-def cmd_not_yet(name: str):
-    def run(args: argparse.Namespace) -> int:
-        raise GutcheckError(f"'gutcheck {name}' is not available in this version yet; see README.md for status")
-    return run
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gutcheck", description="Visual inspection that learns from good parts only.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

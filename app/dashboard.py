@@ -247,12 +247,12 @@ class Dashboard:
         self.message(f"{which} threshold set from the knob")
 
     def resume_belt(self) -> None:
-        if self.conveyor is not None:
-            self.conveyor.resume()
+        if self.conveyor is None or not self.conveyor.resume():
+            self.message("conveyor not connected: cannot resume the belt", error=True)
 
     def stop_belt(self) -> None:
-        if self.conveyor is not None:
-            self.conveyor.stop_belt()
+        if self.conveyor is None or not self.conveyor.stop_belt():
+            self.message("conveyor not connected: stop the belt by hand", error=True)
 
     def open_model(self, path: str) -> bool:
         try:

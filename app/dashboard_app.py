@@ -34,7 +34,12 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
             problem = f"cannot open the model: {exc}"
     knob_link = KnobLink(knobs).start() if knobs else None
     conveyor_link = ConveyorLink(conveyor).start() if conveyor else None
-    if conveyor_link is not None and simulate_devices:
+    if conveyor_link is not None and simulate_devices:  # the simulated belt starts running, as a demo should
+        import time
+
+        deadline = time.monotonic() + 3
+        while conveyor_link.link.port is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         conveyor_link.resume()
     dash = Dashboard(root, settings, log_dir, bundle, source, knob_link, conveyor_link, mode)
     if problem:

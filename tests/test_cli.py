@@ -75,8 +75,3 @@ def test_inspect_with_bad_model_path_is_one_line_error(tmp_path):
     data = write_dataset(tmp_path / "d", n_train=1, n_test_good=0, n_test_defect=0, size=32)
     proc = gutcheck("inspect", "--model", tmp_path / "nope", data / "train" / "good" / "000.png")
     assert_one_line_error(proc, "no such model bundle")
-
-
-def test_unfinished_subcommand_says_so_in_one_line():
-    proc = gutcheck("capture", "--source", "synthetic:")
-    assert_one_line_error(proc, "not available")

@@ -147,6 +147,7 @@ def test_conveyor_defect_stops_belt_and_resume_restarts(conveyor):
 def test_conveyor_watchdog_stops_the_belt_when_the_pc_goes_quiet(conveyor):
     link = ConveyorLink(str(conveyor.path)).start()
     try:
+        wait_for(lambda: link.link.port is not None)
         link.resume()
         wait_for(lambda: link.belt_state == "R")
         time.sleep(1.5)

@@ -53,6 +53,13 @@ def test_any_single_byte_change_in_a_frame_is_rejected(value, data):
         assert parser.garbage >= 1
 
 
+def test_checksum_digits_must_be_hex_digits():
+    good = protocol.knob_frame(0, 11, 10)
+    assert KnobParser().feed(good)
+    for bad in (good[:-3] + b"\t" + good[-2:-1] + b"\n", good[:-3] + b" " + good[-2:-1] + b"\n"):
+        assert KnobParser().feed(bad) == []
+
+
 def test_overlong_line_is_dropped_and_the_next_one_read():
     parser = KnobParser()
     got = parser.feed(b"$K," + b"9" * 500 + b"\n" + protocol.knob_frame(3, 10, 20))

@@ -38,12 +38,11 @@ def check_frame(line: bytes) -> str | None:
     if len(line) < 4 or line[:1] != b"$" or line[-3:-2] != b"*" or len(line) > MAX_LINE + 1:
         return None
     body, cc = line[1:-3], line[-2:]
-    try:
-        if int(cc, 16) != crc8(body) or not all(32 <= b <= 126 and b not in b"$*" for b in body):
-            return None
-        return body.decode("ascii")
-    except ValueError:
+    if not all(c in b"0123456789ABCDEFabcdef" for c in cc):  # int() alone would accept " 6" or "\t6"
         return None
+    if int(cc, 16) != crc8(body) or not all(32 <= b <= 126 and b not in b"$*" for b in body):
+        return None
+    return body.decode("ascii")
 
 
 class LineSplitter:
