@@ -78,6 +78,30 @@ def _uint(text: str, high: int) -> int | None:
     return value if value <= high else None
 
 
+class LineParser:
+    """Bytes in, messages out: splits lines, parses each with `parse_line`, counts the garbage."""
+
+    def __init__(self) -> None:
+        self.splitter = LineSplitter()
+        self.garbage = 0
+
+    def parse_line(self, line: bytes):
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> list:
+        out = []
+        for line in self.splitter.feed(data):
+            msg = self.parse_line(line)
+            if msg is None:
+                if line.strip():
+                    self.garbage += 1
+            else:
+                out.append(msg)
+        self.garbage += self.splitter.dropped
+        self.splitter.dropped = 0
+        return out
+
+
 @dataclass(frozen=True)
 class KnobReading:
     """Both knob positions in permille (0..1000); seq is None for the prototype's lines."""
@@ -90,27 +114,12 @@ class KnobReading:
 _PROTO_KNOB = re.compile(rb"^_(34|39)#(\d{1,4})#(34|39)_\r?$")
 
 
-class KnobParser:
+class KnobParser(LineParser):
     """Parses knob box bytes into readings; counts what it drops as garbage."""
 
     def __init__(self) -> None:
-        self.splitter = LineSplitter()
-        self.garbage = 0
-        self.pending = {"34": None, "39": None}  # prototype lines come one pin at a time
-        self.last = (0, 0)
-
-    def feed(self, data: bytes) -> list[KnobReading]:
-        out: list[KnobReading] = []
-        for line in self.splitter.feed(data):
-            reading = self.parse_line(line)
-            if reading is None:
-                if line.strip():
-                    self.garbage += 1
-            else:
-                out.append(reading)
-        self.garbage += self.splitter.dropped
-        self.splitter.dropped = 0
-        return out
+        super().__init__()
+        self.last = (0, 0)  # prototype lines come one pin at a time
 
     def parse_line(self, line: bytes) -> KnobReading | None:
         body = check_frame(line)
@@ -153,28 +162,10 @@ BELT_STATES = {"W": "waiting", "R": "running", "D": "stopped: defect", "T": "sto
                "C": "stopped: command"}
 
 
-class ConveyorParser:
+class ConveyorParser(LineParser):
     """Parses what the conveyor sends: acknowledgements, state events, status."""
 
-    def __init__(self) -> None:
-        self.splitter = LineSplitter()
-        self.garbage = 0
-
-    def feed(self, data: bytes) -> list[Ack | BeltEvent | BeltStatus]:
-        out = []
-        for line in self.splitter.feed(data):
-            msg = self.parse_line(line)
-            if msg is None:
-                if line.strip():
-                    self.garbage += 1
-            else:
-                out.append(msg)
-        self.garbage += self.splitter.dropped
-        self.splitter.dropped = 0
-        return out
-
-    @staticmethod
-    def parse_line(line: bytes) -> Ack | BeltEvent | BeltStatus | None:
+    def parse_line(self, line: bytes) -> Ack | BeltEvent | BeltStatus | None:
         body = check_frame(line)
         if body is None:
             return None

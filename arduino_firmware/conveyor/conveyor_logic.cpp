@@ -7,6 +7,8 @@
 
 namespace gc {
 
+// The same CRC-8 stands in the other sketch and in app/links/protocol.py: each sketch folder must
+// compile on its own in the Arduino IDE. The host tests check all three against the check value.
 uint8_t checksum(const char* s, size_t n) {  // CRC-8, polynomial 0x07, initial value 0
   uint8_t crc = 0;
   for (size_t i = 0; i < n; ++i) {

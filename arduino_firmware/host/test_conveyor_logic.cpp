@@ -26,6 +26,7 @@ static std::string output(Conveyor& c) {
 }
 
 static void test_frame_and_checksum() {
+  CHECK(gc::checksum("123456789", 9) == 0xF4);  // CRC-8/SMBUS check value, as app/links/protocol.py
   CHECK(framed("H") == "$H*FF\n");  // CRC-8/0x07 of "H"
   CHECK(framed("V,12,1") == std::string("$V,12,1*") + [] {
     char b[3];

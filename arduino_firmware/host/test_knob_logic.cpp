@@ -50,6 +50,7 @@ static void test_ends_are_reachable() {
 }
 
 static void test_line_format_and_heartbeat() {
+  CHECK(kb::checksum("123456789", 9) == 0xF4);  // CRC-8/SMBUS check value, as app/links/protocol.py
   kb::Reporter r(500);
   char line[64];
   CHECK(r.due(0, 10, 20));
