@@ -99,6 +99,25 @@ def test_view_redraws_at_least_15_fps_while_inspecting(station):
     assert fps >= 15, fps
 
 
+def test_calibration_helper_proposes_and_applies_thresholds(station):
+    dash, _, _, _ = station
+    root = dash.root
+    dash.rule_var.set("or")
+    dash.open_calibration(n=8, target_frr=0.0)  # zero false rejects on these 8 parts
+    assert pump(root, lambda: dash.calibration["proposal"] is not None, 60)
+    seen_d, seen_e = list(dash.calibration["density"]), list(dash.calibration["error"])
+    proposal = dash.calibration["proposal"]
+    assert proposal.density <= min(seen_d) and proposal.reconstruction >= max(seen_e)
+    assert "proposal:" in dash.calibration["label"].cget("text")
+    screenshot(root, "dashboard_calibration")
+    dash.apply_calibration()
+    assert dash.current_thresholds() == proposal
+    assert float(dash.recon_var.get()) == pytest.approx(proposal.reconstruction, rel=1e-3)
+    dash.save_thresholds()
+    saved = (dash.settings_path).read_text()
+    assert "reconstruction_threshold" in saved and "density_threshold" in saved
+
+
 def test_bad_inputs_are_messages_in_the_window(xvfb_display, tiny_bundle, tmp_path):
     import ttkbootstrap as ttk
 
