@@ -16,6 +16,12 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from model_builder.scoring import Scores, combined_score  # noqa: E402
 
 GOOD_COLOUR = "#2b8a3e"
+DEFECT_COLOURS = ("#c92a2a", "#1971c2", "#e8590c", "#7048e8", "#c2255c", "#0c8599", "#f08c00", "#495057")
+
+
+def _colour(label: str, index: int) -> str:
+    """Good parts are always green; no defect type ever is."""
+    return GOOD_COLOUR if label.startswith("good") else DEFECT_COLOURS[index % len(DEFECT_COLOURS)]
 
 
 def _png(fig) -> str:
@@ -54,9 +60,9 @@ def histogram_plot(groups: dict[str, np.ndarray], threshold: float, title: str, 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     every = np.concatenate(list(groups.values()))
     bins = np.linspace(np.percentile(every, 0.5), np.percentile(every, 99.5), 40)
-    for lab, vals in groups.items():
+    for i, (lab, vals) in enumerate(groups.items()):
         ax.hist(np.clip(vals, bins[0], bins[-1]), bins=bins, alpha=0.55, label=f"{lab} ({len(vals)})",
-                color=GOOD_COLOUR if lab.startswith("good") else None)
+                color=_colour(lab, i))
     ax.axvline(threshold, color="k", lw=2, label=f"threshold {threshold:.4g}")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -67,9 +73,8 @@ def histogram_plot(groups: dict[str, np.ndarray], threshold: float, title: str, 
 def scatter_plot(groups_d: dict[str, np.ndarray], groups_e: dict[str, np.ndarray], t_density: float,
                  t_error: float, rule: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for lab in groups_d:
-        ax.scatter(groups_d[lab], groups_e[lab], s=14, alpha=0.75, label=lab,
-                   color=GOOD_COLOUR if lab.startswith("good") else None)
+    for i, lab in enumerate(groups_d):
+        ax.scatter(groups_d[lab], groups_e[lab], s=14, alpha=0.75, label=lab, color=_colour(lab, i))
     ax.axvline(t_density, color="k", lw=1.5)
     ax.axhline(t_error, color="k", lw=1.5)
     x0, x1 = ax.get_xlim()
