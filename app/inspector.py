@@ -91,8 +91,8 @@ class Inspector:
         image = self.framing.apply(frame.image) if self.framing else frame.image
         inputs = self.scorer.preprocessing.apply(image)[None]
         thresholds = self.thresholds
-        s = self.scorer.score_inputs(inputs, thresholds)
-        heatmap = self.scorer.reconstruction_score.heatmaps(inputs, s.reconstruction)[0]
+        s = self.scorer.score_inputs(inputs, thresholds, with_heatmaps=True)
+        heatmap = s.heatmaps[0]
         self.inspected += 1
         number = frame.meta.get("part_number") or self.inspected
         v = Verdict(int(number), bool(s.anomaly[0]), float(s.density[0]), float(s.error[0]), thresholds, frame,

@@ -153,12 +153,8 @@ def make_model(options: BuildOptions, channels: int):
 def score_in_batches(scorer: Scorer, x: np.ndarray, batch: int = 32, keep_heatmaps: bool = False
                      ) -> tuple[Scores, np.ndarray | None]:
     """Scores of many preprocessed images, batch by batch; optionally with their error maps."""
-    parts, maps = [], []
-    for i in range(0, len(x), batch):
-        s = scorer.score_inputs(x[i:i + batch])
-        parts.append(s)
-        if keep_heatmaps:
-            maps.append(scorer.reconstruction_score.heatmaps(x[i:i + batch], s.reconstruction))
+    parts = [scorer.score_inputs(x[i:i + batch], with_heatmaps=keep_heatmaps) for i in range(0, len(x), batch)]
+    maps = [p.heatmaps for p in parts]
     merged = Scores(np.concatenate([p.reconstruction for p in parts]), np.concatenate([p.error for p in parts]),
                     np.concatenate([p.density for p in parts]), np.concatenate([p.anomaly for p in parts]))
     return merged, (np.concatenate(maps) if keep_heatmaps else None)

@@ -86,6 +86,7 @@ class Scores:
     error: np.ndarray  # (n,) reconstruction error
     density: np.ndarray  # (n,) latent log-density
     anomaly: np.ndarray  # (n,) bool
+    heatmaps: np.ndarray | None = None  # (n, h, w) error maps, when asked for
 
 
 RECONSTRUCTION_SCORES = ("mse", "topk", "ssim")
@@ -135,11 +136,19 @@ class ReconstructionScore:
         return res
 
     def __call__(self, inputs: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+        return self.with_heatmaps(inputs, reconstruction, False)[0]
+
+    def with_heatmaps(self, inputs: np.ndarray, reconstruction: np.ndarray, keep: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The error of each image and, when `keep`, the error maps it came from (made once)."""
         if self.kind == "mse":
-            return ((inputs - reconstruction) ** 2).reshape(len(inputs), -1).mean(1)
-        flat = self.heatmaps(inputs, reconstruction).reshape(len(inputs), -1)
+            error = ((inputs - reconstruction) ** 2).reshape(len(inputs), -1).mean(1)
+            return error, (self.heatmaps(inputs, reconstruction) if keep else None)
+        maps = self.heatmaps(inputs, reconstruction)
+        flat = maps.reshape(len(inputs), -1)
         k = max(1, int(round(flat.shape[1] * self.top_fraction)))
-        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(1).astype(np.float64)
+        error = np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(1).astype(np.float64)
+        return error, (maps if keep else None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,12 +177,13 @@ class Scorer:
         recon, latent = self._compiled(np.ascontiguousarray(inputs, dtype=np.float32))
         return recon.numpy(), latent.numpy()
 
-    def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None) -> Scores:
+    def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None,
+                     with_heatmaps: bool = False) -> Scores:
         recon, latent = self.forward(inputs)
-        error = self.reconstruction_score(inputs, recon)
+        error, maps = self.reconstruction_score.with_heatmaps(inputs, recon, with_heatmaps)
         density = self.density.score_samples(latent)
         anomaly = is_anomaly(density, error, thresholds or self.thresholds)
-        return Scores(recon, error, density, anomaly)
+        return Scores(recon, error, density, anomaly, maps)
 
     def score_images(self, images: list[np.ndarray], thresholds: Thresholds | None = None) -> Scores:
         """Score 8-bit BGR pictures (camera frames or decoded files)."""
