@@ -266,9 +266,9 @@ def parser() -> argparse.ArgumentParser:
                    help="mobilenet weights: imagenet (Keras downloads once), a no-top .h5 path, or none")
     b.add_argument("--loss", choices=["hybrid", "mse", "ssim"], default="hybrid")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of SSIM in the hybrid loss (default 0.5)")
-    b.add_argument("--density", choices=["gaussian", "whitened", "prototype"], default="gaussian",
-                   help="latent density: gaussian (shrunk covariance, default), whitened (PCA-whitened KDE with "
-                        "cross-validated bandwidth) or prototype (raw KDE, bandwidth 0.2)")
+    b.add_argument("--density", choices=["whitened", "gaussian", "prototype"], default="whitened",
+                   help="latent density: whitened (PCA-whitened KDE, cross-validated bandwidth; default), gaussian "
+                        "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
     b.add_argument("--score", choices=["topk", "ssim", "mse"], default="topk",
                    help="reconstruction error: topk (mean of the worst pixels, default), ssim, or mse (prototype)")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
