@@ -4,6 +4,7 @@ conveyor on pseudo-terminals, the inspection log in real SQLite."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -137,3 +138,43 @@ def test_bad_inputs_are_messages_in_the_window(xvfb_display, tiny_bundle, tmp_pa
         screenshot(root, "dashboard_bad_inputs")
     finally:
         dash.close()
+
+
+def test_dashboard_command_with_simulated_devices_runs_and_logs(xvfb_display, tiny_bundle, tmp_path):
+    """What `gutcheck demo` opens: the dashboard process with a simulated knob box and conveyor."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from app.dashboard_app import run_dashboard; "
+            f"run_dashboard(model={str(tiny_bundle)!r}, source='synthetic:seed=4,parts=8', knobs=None, "
+            f"conveyor=None, mode='part', settings=Path({str(tmp_path / 's.toml')!r}), "
+            f"log_dir=Path({str(tmp_path / 'log')!r}), simulate_devices=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    db_path = tmp_path / "log" / "inspections.sqlite"
+    deadline = time.monotonic() + 90
+    rows = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db_path.exists():
+            rows = sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM inspections").fetchone()[0]
+            if rows == 8:
+                break
+        time.sleep(0.5)
+    alive = proc.poll() is None
+    proc.terminate()
+    _, err = proc.communicate(timeout=10)
+    assert alive, err[-2000:]
+    assert rows == 8
+    assert "Traceback" not in err
+
+
+def test_dashboard_command_without_display_is_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "dashboard"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "gutcheck: error: no display: the dashboard needs a screen (use 'gutcheck " \
+                                  "inspect' headless)"
