@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import threading
 import time
 import tkinter as tk
 from dataclasses import replace
@@ -77,6 +78,7 @@ class Dashboard:
         self.last_verdict: Verdict | None = None
         self.calibration: dict | None = None
         self.settings = Settings()
+        self._jobs: queue.Queue[tuple[str, object]] = queue.Queue()  # results of background work
         root.title("Gutcheck inspection")
         self._build()
         try:
@@ -254,17 +256,23 @@ class Dashboard:
         if self.conveyor is None or not self.conveyor.stop_belt():
             self.message("conveyor not connected: stop the belt by hand", error=True)
 
-    def open_model(self, path: str) -> bool:
-        try:
-            bundle = load_bundle(Path(path))
-        except GutcheckError as exc:
-            self.message(f"cannot open the model: {exc}", error=True)
-            return False
+    def open_model(self, path: str) -> None:
+        """Load a bundle in a worker thread (it takes seconds); poll() picks up the result."""
+        self.message(f"loading model {path} …")
+
+        def load() -> None:
+            try:
+                self._jobs.put(("model", load_bundle(Path(path))))
+            except GutcheckError as exc:
+                self._jobs.put(("error", f"cannot open the model: {exc}"))
+
+        threading.Thread(target=load, daemon=True, name="model-loader").start()
+
+    def _model_loaded(self, bundle: Bundle) -> None:
         self._use_bundle(bundle)
         if self.source_spec:
             self.open_source(self.source_spec)
         self.message(f"model {bundle.model_id()} loaded")
-        return True
 
     def open_source(self, spec: str) -> bool:
         if self.bundle is None:
@@ -341,6 +349,12 @@ class Dashboard:
     def poll(self) -> None:
         now = time.monotonic()
         self.redraws.append(now)
+        while not self._jobs.empty():
+            kind, value = self._jobs.get_nowait()
+            if kind == "model":
+                self._model_loaded(value)
+            else:
+                self.message(str(value), error=True)
         insp = self.inspector
         if insp is not None:
             while True:

@@ -130,9 +130,10 @@ def test_bad_inputs_are_messages_in_the_window(xvfb_display, tiny_bundle, tmp_pa
     try:
         pump(root, lambda: False, 0.2)
         assert "settings file is damaged" in dash.status.cget("text")
-        assert not dash.open_model(str(tmp_path / "no-such-model"))
-        assert "no such model bundle folder" in dash.status.cget("text")
-        assert dash.open_model(str(tiny_bundle))
+        dash.open_model(str(tmp_path / "no-such-model"))
+        assert pump(root, lambda: "no such model bundle folder" in dash.status.cget("text"), 10)
+        dash.open_model(str(tiny_bundle))
+        assert pump(root, lambda: dash.bundle is not None and "loaded" in dash.status.cget("text"), 30)
         assert not dash.open_source("cam:9")
         assert "cannot open the source" in dash.status.cget("text")
         screenshot(root, "dashboard_bad_inputs")
