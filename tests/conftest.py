@@ -13,6 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MVTEC = REPO.parent / "shared" / "datasets" / "mvtec_ad_256"
 
 
+@pytest.fixture(autouse=True)
+def collect_tk_garbage_in_the_main_thread():
+    """Tk objects must die in the thread that made them. A closed window's widgets form reference
+    cycles; if a worker thread (a serial reader, an inspector) happened to run the cyclic garbage
+    collector, Tcl would abort the process. Collect here, in the main thread, after every test."""
+    import gc
+
+    yield
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     """A small MVTec-layout set of synthetic nuts (40 train, 6 test good, 3 of each defect)."""

@@ -31,12 +31,13 @@ def station(xvfb_display, tiny_bundle, tmp_path):
     dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log", load_bundle(tiny_bundle),
                      "synthetic:seed=9,parts=60,defects=0.3", knobs, conveyor)
     yield dash, knob_sim, belt_sim, tmp_path
-    try:
-        dash.close()
-    except Exception:
-        pass
+    dash.close()
     knob_sim.close()
     belt_sim.close()
+    del dash, root
+    import gc
+
+    gc.collect()  # the window's Tk objects die here, in the main thread
 
 
 def test_dashboard_runs_50_parts_with_knobs_and_conveyor(station):
