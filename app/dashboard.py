@@ -5,6 +5,7 @@ camera, a model or a port."""
 from __future__ import annotations
 
 import collections
+import gc
 import queue
 import threading
 import time
@@ -310,8 +311,20 @@ class Dashboard:
             self.message(f"exported {n} inspections to {path}")
 
     # -- calibration helper ---------------------------------------------------------------------
+    def _drop_calibration(self) -> None:
+        """Close the helper window; its Tk objects are collected here, in the Tk thread (a worker
+        thread's garbage collector must never be the one to free them: Tcl aborts)."""
+        if self.calibration is not None:
+            try:
+                self.calibration["window"].destroy()
+            except tk.TclError:
+                pass
+            self.calibration = None
+            gc.collect()
+
     def open_calibration(self, n: int = 30, target_frr: float = 0.01) -> None:
         """Inspect the next n good parts and propose thresholds at a false-reject target."""
+        self._drop_calibration()
         self.calibration = {"n": n, "target": target_frr, "density": [], "error": [], "proposal": None}
         win = ttk.Toplevel(self.root)
         win.title("Calibration helper")
@@ -341,8 +354,7 @@ class Dashboard:
     def apply_calibration(self) -> None:
         if self.calibration and self.calibration["proposal"] is not None:
             self._show_thresholds(self.calibration["proposal"])
-            self.calibration["window"].destroy()
-            self.calibration = None
+            self._drop_calibration()
             self.message("calibrated thresholds applied (Save keeps them)")
 
     # -- the view -------------------------------------------------------------------------------
