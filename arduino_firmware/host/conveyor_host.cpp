@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   printf("READY %s\n", slave);
   fflush(stdout);
   gc::Conveyor conveyor;
-  bool en = false, lamp = false;
+  int en = -1, lamp = -1;  // unknown: the first pass always reports both pins
   for (;;) {
     pollfd p = {master, POLLIN, 0};
     if (poll(&p, 1, 1) > 0 && (p.revents & POLLIN)) {
@@ -44,10 +44,10 @@ int main(int argc, char** argv) {
     char out[256];
     size_t n = conveyor.take_output(out, sizeof out);
     if (n && write(master, out, n) < 0) return 1;
-    bool new_en = !conveyor.running(), new_lamp = conveyor.lamp();  // EN high = driver disabled
+    int new_en = conveyor.running() ? 0 : 1, new_lamp = conveyor.lamp() ? 1 : 0;  // EN high = driver off
     if (new_en != en || new_lamp != lamp) {
-      if (new_en != en) printf("PIN EN %d\n", new_en ? 1 : 0);
-      if (new_lamp != lamp) printf("PIN LAMP %d\n", new_lamp ? 1 : 0);
+      if (new_en != en) printf("PIN EN %d\n", new_en);
+      if (new_lamp != lamp) printf("PIN LAMP %d\n", new_lamp);
       fflush(stdout);
       en = new_en;
       lamp = new_lamp;
