@@ -78,6 +78,7 @@ class Dashboard:
         self.redraws = collections.deque(maxlen=60)
         self.last_verdict: Verdict | None = None
         self.calibration: dict | None = None
+        self._plots_stale = True  # bars and chart are redrawn only when a verdict or a threshold changed
         self.settings = Settings()
         self._jobs: queue.Queue[tuple[str, object]] = queue.Queue()  # results of background work
         root.title("Gutcheck inspection")
@@ -206,6 +207,7 @@ class Dashboard:
             self.rule_var.set(t.rule)
         if self.inspector is not None:
             self.inspector.set_thresholds(t)
+        self._plots_stale = True
 
     def current_thresholds(self) -> Thresholds | None:
         if self.inspector is not None:
@@ -220,6 +222,7 @@ class Dashboard:
             return
         if self.inspector is not None:
             self.inspector.set_thresholds(t)
+        self._plots_stale = True
 
     def save_thresholds(self) -> None:
         t = self.current_thresholds()
@@ -391,8 +394,10 @@ class Dashboard:
             except queue.Empty:
                 pass
         self._show_links()
-        self._draw_bars()
-        self._draw_chart()
+        if self._plots_stale:
+            self._draw_bars()
+            self._draw_chart()
+            self._plots_stale = False
         ok, nok = self.counts["ok"], self.counts["anomaly"]
         total = ok + nok
         fps = (len(self.redraws) - 1) / (self.redraws[-1] - self.redraws[0]) if len(self.redraws) > 1 else 0.0
@@ -415,6 +420,7 @@ class Dashboard:
     def _add_verdict(self, v: Verdict) -> None:
         self.counts["anomaly" if v.anomaly else "ok"] += 1
         self.chart.append((v.density, v.error, v.thresholds))
+        self._plots_stale = True
         self._calibration_add(v)
         thumb = photo(v.inputs, 32, rgb=True)
         self._history_photos.append(thumb)
