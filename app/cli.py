@@ -21,10 +21,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from model_builder.augment import Augmentation
 
+    if not 0 < args.coreset <= 1:
+        raise GutcheckError("--coreset must be in (0, 1]")
     if not 0 < args.target_frr < 1 or not 0 < args.target_recall <= 1:
         raise GutcheckError("--target-frr must be in (0, 1) and --target-recall in (0, 1]")
     options = BuildOptions(size=args.size, color=args.color, crop=args.crop, architecture=args.architecture,
                            pretrained=args.pretrained, loss=args.loss, alpha=args.alpha, density_preset=args.density,
+                           density_coreset=args.coreset,
                            reconstruction_score=args.score, rule=args.rule, epochs=args.epochs,
                            target_frr=args.target_frr, target_recall=args.target_recall, seed=args.seed,
                            augmentation=Augmentation(enabled=not args.no_augment, flip_horizontal=args.flips,
@@ -266,9 +269,12 @@ def parser() -> argparse.ArgumentParser:
                    help="mobilenet weights: imagenet (Keras downloads once), a no-top .h5 path, or none")
     b.add_argument("--loss", choices=["hybrid", "mse", "ssim"], default="hybrid")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of SSIM in the hybrid loss (default 0.5)")
-    b.add_argument("--density", choices=["whitened", "gaussian", "prototype"], default="whitened",
-                   help="latent density: whitened (PCA-whitened KDE, cross-validated bandwidth; default), gaussian "
+    b.add_argument("--density", choices=["patch", "whitened", "gaussian", "prototype"], default="patch",
+                   help="latent density: patch (KDE over the latent's patches, an image is as likely as its least "
+                        "likely patch; default), whitened (PCA-whitened KDE on the whole latent), gaussian "
                         "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
+    b.add_argument("--coreset", type=float, default=0.02, metavar="SHARE",
+                   help="patch density: share of the training patches kept (default 0.02)")
     b.add_argument("--score", choices=["topk", "ssim", "mse"], default="topk",
                    help="reconstruction error: topk (mean of the worst pixels, default), ssim, or mse (prototype)")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")

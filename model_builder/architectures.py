@@ -48,17 +48,19 @@ def residual_cae(size: int, channels: int, **_: object) -> keras.Model:
     return keras.Model(inp, [recon, latent], name="residual_cae")
 
 
-MOBILENET_FEATURES = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
+PATCH_FEATURES = ("block_6_expand_relu", "block_10_expand_relu")  # strides 8 and 16
 
 
 def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", alpha: float = 0.5,
                   **_: object) -> keras.Model:
     """An ImageNet-pretrained MobileNetV2 encoder (frozen) and a trained decoder.
 
-    The latent is the spatial average of four feature levels (what a part looks like at
-    several scales, in features that know edges, texture and shape); the decoder redraws the
-    image from the stride-8 features. `weights` is "imagenet" (Keras downloads it once into
-    ~/.keras/models), a path to the no-top .h5 file, or None (random: tests only).
+    The latent is a map of patch descriptors at stride 8 (32x32x288 at 256 px): the stride-8 and
+    the up-sampled stride-16 features, each position averaged with its 3x3 neighbours, so every
+    descriptor says what one small neighbourhood of the part looks like in features that know
+    edges, texture and shape. The decoder redraws the image from the stride-8 features.
+    `weights` is "imagenet" (Keras downloads it once into ~/.keras/models), a path to the no-top
+    .h5 file, or None (random: tests only).
     """
     inp = keras.Input((size, size, channels), name="image")
     x = inp if channels == 3 else layers.Concatenate()([inp, inp, inp])
@@ -66,10 +68,11 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False,
                                           weights=weights)
     base.trainable = False
-    features = keras.Model(base.input, [base.get_layer(n).output for n in MOBILENET_FEATURES],
+    features = keras.Model(base.input, [base.get_layer(n).output for n in PATCH_FEATURES],
                            name="mobilenet_features")
-    f4, f8, f16, f32 = features(x)
-    latent = layers.Concatenate(name="latent")([layers.GlobalAveragePooling2D()(f) for f in (f4, f8, f16, f32)])
+    f8, f16 = features(x)
+    patches = layers.Concatenate()([f8, layers.UpSampling2D(2, interpolation="bilinear")(f16)])
+    latent = layers.AveragePooling2D(3, strides=1, padding="same", name="latent")(patches)
     y = layers.Conv2D(96, 1, activation="relu")(f8)
     for filters in (64, 32, 16):
         y = layers.UpSampling2D(2, interpolation="bilinear")(y)

@@ -34,8 +34,9 @@ class BuildOptions:
     pretrained: str = "imagenet"  # mobilenet only: "imagenet", a path to the no-top .h5, or "none"
     loss: str = "hybrid"
     alpha: float = 0.5  # weight of SSIM in the hybrid loss
-    density_preset: str = "whitened"  # measured best combined (bench/results/detection-*.txt)
-    density_components: int = 64
+    density_preset: str = "patch"  # measured best (bench/results/detection-*.txt)
+    density_components: int = 64  # whitened preset: principal components kept
+    density_coreset: float = 0.02  # patch preset: share of training patches kept
     reconstruction_score: str = "topk"
     rule: str = "or"
     epochs: int = 60
@@ -208,6 +209,12 @@ def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target
     return Evaluation(summary, test, x, scores, heatmaps)
 
 
+def make_density(options: BuildOptions) -> LatentDensity:
+    """The (unfitted) density model the options ask for."""
+    return LatentDensity(options.density_preset, n_components=options.density_components,
+                         coreset=options.density_coreset, seed=options.seed)
+
+
 def build(data: Path, out: Path | None, options: BuildOptions | None = None, force: bool = False,
           show_progress: bool = True, log=print, report: bool = True) -> BuildResult:
     """Train, fit the density, calibrate, evaluate on test/ when present, and save to `out`."""
@@ -222,7 +229,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     Thresholds(0.0, 0.0, options.rule)  # validate the cheap options before the long part
     recon_score = ReconstructionScore(options.reconstruction_score)
     make_loss(options.loss, options.alpha)
-    LatentDensity(options.density_preset, n_components=options.density_components)
+    make_density(options)
     good = load_good(data)
     for path, why in good.skipped:
         log(f"skipped {why}")
@@ -239,8 +246,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
     train_seconds = time.monotonic() - start
 
-    scorer = Scorer(model, LatentDensity(options.density_preset, n_components=options.density_components),
-                    preprocessing, Thresholds(0, 0, options.rule), recon_score)
+    scorer = Scorer(model, make_density(options), preprocessing, Thresholds(0, 0, options.rule), recon_score)
     latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1] for i in range(0, len(idx_train), 32)])
     scorer.density.fit(latent_train)
     val, _ = score_in_batches(scorer, x[idx_val])

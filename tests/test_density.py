@@ -10,7 +10,7 @@ import pytest
 from sklearn.neighbors import KernelDensity
 
 from capture.errors import GutcheckError
-from model_builder.density import LatentDensity, loo_bandwidth
+from model_builder.density import LatentDensity, greedy_coreset, loo_bandwidth
 
 
 def test_prototype_preset_is_sklearn_kde_with_bandwidth_0_2():
@@ -58,7 +58,7 @@ def test_gaussian_preset_matches_scipy_with_the_shrunk_covariance():
     np.testing.assert_allclose(kde.score_samples(query), ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["prototype", "whitened", "gaussian"])
+@pytest.mark.parametrize("preset", ["prototype", "whitened", "gaussian", "patch"])
 def test_arrays_round_trip_through_npz_without_pickle(preset):
     rng = np.random.default_rng(5)
     kde = LatentDensity(preset).fit(rng.normal(size=(30, 12)))
@@ -76,3 +76,41 @@ def test_too_few_latents_and_unknown_preset_are_clear_errors():
         LatentDensity().fit(np.zeros((2, 4)))
     with pytest.raises(GutcheckError, match="unknown density preset"):
         LatentDensity("magic")
+
+
+def test_patch_density_finds_one_odd_patch_that_the_whole_image_density_misses():
+    rng = np.random.default_rng(7)
+    texture = rng.normal(size=(6, 8))  # a part is a grid of patches drawn from a few good looks
+    train = texture[rng.integers(0, 6, (60, 6, 6))] + 0.05 * rng.normal(size=(60, 6, 6, 8))
+    good = texture[rng.integers(0, 6, (10, 6, 6))] + 0.05 * rng.normal(size=(10, 6, 6, 8))
+    scratched = good.copy()
+    scratched[:, 2, 3] += 1.5 * rng.normal(size=(10, 8))  # one patch in 36 changed
+    kde = LatentDensity("patch", coreset=0.5).fit(train)
+    assert kde.score_samples(scratched).max() < kde.score_samples(good).min()
+    maps = kde.patch_maps(scratched)
+    assert maps.shape == (10, 6, 6)
+    assert (maps.reshape(10, -1).argmin(1) == 2 * 6 + 3).all()  # the map points at the scratch
+    whole = LatentDensity("whitened").fit(train)
+    assert whole.score_samples(scratched).max() > whole.score_samples(good).min()  # lost in the whole
+
+
+def test_greedy_coreset_covers_the_data_better_than_a_random_subset():
+    rng = np.random.default_rng(8)
+    points = np.concatenate([rng.normal(size=(2000, 16)), rng.normal(8, 1, size=(20, 16))])  # a rare cluster
+    chosen = greedy_coreset(points, 100)
+    assert len(set(chosen.tolist())) == 100
+
+    def worst_gap(idx):
+        d = ((points[:, None, :] - points[idx][None]) ** 2).sum(-1).min(1)
+        return float(np.sqrt(d.max()))
+
+    random_idx = rng.permutation(len(points))[:100]
+    assert worst_gap(chosen) < 0.8 * worst_gap(random_idx)
+    assert (chosen >= 2000).any()  # the rare look is kept
+
+
+def test_patch_memory_is_a_share_of_the_patches_and_bandwidth_is_finite():
+    rng = np.random.default_rng(9)
+    kde = LatentDensity("patch", coreset=0.1).fit(rng.normal(size=(20, 5, 5, 4)))
+    assert kde.points_.shape == (50, 4)
+    assert np.isfinite(kde.bandwidth) and kde.bandwidth > 0
