@@ -71,7 +71,8 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     features = keras.Model(base.input, [base.get_layer(n).output for n in PATCH_FEATURES],
                            name="mobilenet_features")
     f8, f16 = features(x)
-    patches = layers.Concatenate()([f8, layers.UpSampling2D(2, interpolation="bilinear")(f16)])
+    f16_up = layers.Resizing(f8.shape[1], f8.shape[2], interpolation="bilinear")(f16)  # any multiple of 8
+    patches = layers.Concatenate()([f8, f16_up])
     latent = layers.AveragePooling2D(3, strides=1, padding="same", name="latent")(patches)
     y = layers.Conv2D(96, 1, activation="relu")(f8)
     for filters in (64, 32, 16):

@@ -28,10 +28,11 @@ def tiny(**kw) -> BuildOptions:
 
 @pytest.mark.parametrize("options", [
     tiny(architecture="prototype", loss="mse", density_preset="prototype", reconstruction_score="mse", rule="and"),
-    tiny(architecture="residual", loss="ssim", reconstruction_score="ssim"),
-    tiny(architecture="mobilenet", pretrained="none", loss="hybrid", alpha=0.3, color="gray",
-         density_preset="gaussian"),
-], ids=["prototype-mse-kde0.2", "residual-ssim", "mobilenet-hybrid-gray-gaussian"])
+    tiny(architecture="residual", loss="ssim", reconstruction_score="ssim", density_preset="gaussian"),
+    tiny(architecture="mobilenet", pretrained="none", loss="hybrid", alpha=0.3, color="gray", size=40,
+         density_preset="patch"),
+    tiny(architecture="prototype", loss="hybrid", density_preset="whitened"),
+], ids=["prototype-mse-kde0.2", "residual-ssim-gaussian", "mobilenet-hybrid-gray-patch", "prototype-whitened"])
 def test_each_variant_trains_and_round_trips(small_dataset, tmp_path, options):
     result = build(small_dataset, tmp_path / "m", options, **QUIET)
     images = load_test(small_dataset).images[:6]
@@ -111,7 +112,7 @@ def test_bad_options_are_refused_before_training(small_dataset, tmp_path):
     for kw, words in ((dict(loss="l7"), "unknown loss"), (dict(alpha=2.0), "alpha"),
                       (dict(architecture="vgg"), "unknown architecture"), (dict(size=30), "multiple of 8"),
                       (dict(density_preset="x"), "density preset"),
-                      (dict(size=128, density_preset="gaussian"), "at most 2048")):
+                      (dict(size=128, density_preset="gaussian", architecture="mobilenet", pretrained="none"), "at most 2048")):
         with pytest.raises(GutcheckError, match=words):
             build(small_dataset, tmp_path / "m", tiny(**kw), **QUIET)
 
