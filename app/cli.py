@@ -27,7 +27,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise GutcheckError("--target-frr must be in (0, 1) and --target-recall in (0, 1]")
     options = BuildOptions(size=args.size, color=args.color, crop=args.crop, architecture=args.architecture,
                            pretrained=args.pretrained, loss=args.loss, alpha=args.alpha, density_preset=args.density,
-                           density_coreset=args.coreset,
+                           density_coreset=args.coreset, time_limit_s=max(0.0, args.train_minutes) * 60,
                            reconstruction_score=args.score, rule=args.rule, epochs=args.epochs,
                            target_frr=args.target_frr, target_recall=args.target_recall, seed=args.seed,
                            augmentation=Augmentation(enabled=not args.no_augment, flip_horizontal=args.flips,
@@ -259,7 +259,8 @@ def parser() -> argparse.ArgumentParser:
                                    "thresholds on held-out good images, evaluate on DATA/test when present.")
     b.add_argument("--data", required=True, help="dataset folder (MVTec layout: train/good, test/<label>)")
     b.add_argument("--out", required=True, help="bundle folder to write (refused if it exists, unless --force)")
-    b.add_argument("--size", type=int, default=128, help="model input size in pixels (default 128; 256 available)")
+    b.add_argument("--size", type=int, default=0,
+                   help="model input size in pixels (default: 256 for mobilenet, 128 for prototype and residual)")
     b.add_argument("--color", choices=["rgb", "gray"], default="rgb")
     b.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="centre a PX-pixel square on the part before resizing (the capture tool's framing)")
@@ -279,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
                    help="reconstruction error: topk (mean of the worst pixels, default), ssim, or mse (prototype)")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
     b.add_argument("--epochs", type=int, default=60)
+    b.add_argument("--train-minutes", type=float, default=7.0,
+                   help="training ends before an epoch that would end past this (default 7, so that a build "
+                        "takes about 10 minutes on 2 cores; 0: no limit)")
     b.add_argument("--no-augment", action="store_true", help="train without augmentation")
     b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
     b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")

@@ -5,7 +5,8 @@ verdict-to-serial time through the conveyor link.
 
 For each architecture and size (128² and 256²) it times, in the same run and on the same frames:
 - gutcheck: Inspector.inspect(frame): preprocess, one forward pass (reconstruction + latent), top-k
-  reconstruction error, latent density, verdict, heatmap; nothing touches the disk;
+  reconstruction error, patch density (a memory of 5 243 patches, as a real build keeps), verdict, heatmap; nothing
+  touches the disk;
 - prototype: write the frame to a PNG, read it back, predict() the reconstruction, predict() the
   latent, evaluate() the loss, KDE score: what the old Qt GUI did per frame.
 Weights are random: speed does not depend on them. Then 500 verdicts go through ConveyorLink to the
@@ -26,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PATCH_MEMORY = 5_243  # patches the screw build keeps at the default 2 % coreset
 
 
 def make_bundle(architecture: str, size: int):
@@ -41,7 +43,9 @@ def make_bundle(architecture: str, size: int):
     model = ARCHITECTURES[architecture](size, 3, weights=None)
     x = np.random.default_rng(0).random((40, size, size, 3)).astype(np.float32)
     latent = model.predict(x, verbose=0)[1]
-    density = LatentDensity("whitened", n_components=64).fit(latent)
+    positions = int(np.prod(latent.shape[1:-1]))
+    # the default patch density with as many patches as a real build keeps (2 % of 256 images x 1024)
+    density = LatentDensity("patch", coreset=min(1.0, PATCH_MEMORY / (len(latent) * positions))).fit(latent)
     bundle = Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"),
                     GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]})
     return bundle

@@ -26,6 +26,9 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not enabled, file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 20)
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         for k, v in logs.items():
@@ -38,8 +41,10 @@ class EpochProgress(keras.callbacks.Callback):
             self.wait += 1
             if self.wait >= self.patience:
                 self.model.stop_training = True
-        if self.time_limit_s and time.monotonic() - self.started > self.time_limit_s:
-            self.model.stop_training = True
+        now = time.monotonic()
+        last_epoch = now - getattr(self, "epoch_started", self.started)
+        if self.time_limit_s and now - self.started + last_epoch > self.time_limit_s:
+            self.model.stop_training = True  # the next epoch would end past the limit
         self.bar.set_postfix(loss=f"{logs.get('loss', math.nan):.5f}", val=f"{val:.5f}", best=f"{self.best:.5f}")
         self.bar.update(1)
 
