@@ -35,16 +35,22 @@ BANDWIDTH_SAMPLE = 2_000  # patches the bandwidth is chosen on (the LOO matrix i
 
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between rows of a and rows of b, never negative; computed in
-    float32 when b is float32 (patch memory: twice as fast), else float64; returned as float64."""
+    float32 when b is float32 (the patch memory: the live path), else float64."""
     dtype = np.float32 if b.dtype == np.float32 else np.float64
     a = a.astype(dtype, copy=False)
     b = b.astype(dtype, copy=False)
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.maximum(d, 0.0).astype(np.float64, copy=False)
+    return np.maximum(d, 0.0)
 
 
 def _gaussian_log_density(sq: np.ndarray, bandwidth: float, dim: int, n: int) -> np.ndarray:
+    """Log of the mean Gaussian kernel over each row of squared distances, as float64."""
     log_norm = math.log(n) + 0.5 * dim * math.log(2 * math.pi * bandwidth**2)
+    if sq.dtype == np.float32:  # a plain log-sum-exp: scipy's costs 10x more on the live path
+        a = sq * np.float32(-0.5 / bandwidth**2)
+        top = a.max(1, keepdims=True)
+        np.exp(a - top, out=a)
+        return (top[:, 0].astype(np.float64) + np.log(a.sum(1, dtype=np.float64))) - log_norm
     return logsumexp(-0.5 * sq / bandwidth**2, axis=1) - log_norm
 
 
