@@ -79,7 +79,7 @@ def test_dashboard_runs_50_parts_with_knobs_and_conveyor(station):
     assert pump(root, lambda: "stopped: defect" in dash.belt_state.cget("text"), 3)
     shot_stop = screenshot(root, "dashboard_belt_stopped")
     dash.resume_belt()
-    assert pump(root, lambda: belt_sim.running and "running" in dash.belt_state.cget("text"), 10)  # waits only as long as it takes
+    assert pump(root, lambda: belt_sim.running and "running" in dash.belt_state.cget("text"), 10)
 
     # Unplugging the knob box shows "lost"; plugging it back recovers.
     knob_sim.unplug()
