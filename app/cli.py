@@ -30,6 +30,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                            density_coreset=args.coreset, time_limit_s=max(0.0, args.train_minutes) * 60,
                            reconstruction_score=args.score, rule=args.rule, epochs=args.epochs,
                            target_frr=args.target_frr, target_recall=args.target_recall, seed=args.seed,
+                           outlier_limit=args.outlier_limit,
                            augmentation=Augmentation(enabled=not args.no_augment, flip_horizontal=args.flips,
                                                      flip_vertical=args.flips))
     result = build(Path(args.data), Path(args.out), options, force=args.force, show_progress=not args.quiet)
@@ -286,6 +287,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-augment", action="store_true", help="train without augmentation")
     b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
     b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")
+    b.add_argument("--outlier-limit", type=float, default=10.0, metavar="SPREADS",
+                   help="leave held-out good images this many robust spreads out of the calibration and list "
+                        "them to check (default 10; 0 keeps all)")
     b.add_argument("--target-recall", type=float, default=0.95,
                    help="also report thresholds at this recall when test/ has defects (default 0.95)")
     b.add_argument("--seed", type=int, default=0)

@@ -15,7 +15,7 @@ from capture.errors import GutcheckError
 from model_builder.augment import Augmentation
 from model_builder.bundle import Bundle, save_bundle
 from model_builder.calibrate import (evaluate_scores, knob_ranges, pixel_auroc, thresholds_at_frr,
-                                     thresholds_at_recall)
+                                     thresholds_at_recall, validation_outliers)
 from model_builder.dataset import ImageSet, fingerprint, load_good, load_masks, load_test
 from model_builder.density import LatentDensity
 from model_builder.losses import make_loss
@@ -51,6 +51,7 @@ class BuildOptions:
     val_fraction: float = 0.2
     target_frr: float = 0.01
     target_recall: float = 0.95
+    outlier_limit: float = 10.0  # held-out good images this many robust spreads out are left out of calibration (0: none)
     seed: int = 0
     augmentation: Augmentation = field(default_factory=Augmentation)
     time_limit_s: float = 420.0  # training ends before an epoch that would end past this (0: no limit)
@@ -259,14 +260,24 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1] for i in range(0, len(idx_train), 32)])
     scorer.density.fit(latent_train)
     val, _ = score_in_batches(scorer, x[idx_val])
-    thresholds = thresholds_at_frr(val.density, val.error, options.target_frr, options.rule)
+    outliers = validation_outliers(val.density, val.error, options.outlier_limit)
+    kept = np.setdiff1d(np.arange(len(idx_val)), outliers)
+    outlier_notes = [{"path": str(good.paths[idx_val[i]]), "density": float(val.density[i]),
+                      "reconstruction": float(val.error[i])} for i in outliers]
+    for note in outlier_notes:
+        log(f"check this good image: it scores far outside the other held-out good images (density "
+            f"{note['density']:.4g}, reconstruction error {note['reconstruction']:.4g}; medians "
+            f"{np.median(val.density):.4g}, {np.median(val.error):.4g}) and is left out of the calibration; "
+            f"if the part is flawed, move it out of train/good and rebuild: {note['path']}")
+    val_kept = Scores(val.reconstruction[kept], val.error[kept], val.density[kept], val.anomaly[kept])
+    thresholds = thresholds_at_frr(val_kept.density, val_kept.error, options.target_frr, options.rule)
     bundle = Bundle(
         model=model,
         density=scorer.density,
         preprocessing=preprocessing,
         thresholds=thresholds,
-        good_statistics=GoodStatistics.from_scores(val.density, val.error),
-        knob_ranges=knob_ranges(val.density, val.error),
+        good_statistics=GoodStatistics.from_scores(val_kept.density, val_kept.error),
+        knob_ranges=knob_ranges(val_kept.density, val_kept.error),
         reconstruction_score=recon_score,
         meta={
             "architecture": options.architecture,
@@ -277,6 +288,8 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
                 "validation_images": int(len(idx_val)),
                 "validation_false_reject_rate": float(is_anomaly(val.density, val.error, thresholds).mean()),
                 "validation_scores": {"density": val.density.tolist(), "reconstruction": val.error.tolist()},
+                "outlier_limit": options.outlier_limit,
+                "outliers": outlier_notes,
             },
             "training": {"epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1),
                          "best_val_loss": float(min(history.get("val_loss", [float("nan")])))},
@@ -294,13 +307,13 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     test = load_test(data)
     evaluation = None
     if len(test):
-        evaluation = evaluate_test(bundle, test, data, options.target_recall, val, options.target_frr)
+        evaluation = evaluate_test(bundle, test, data, options.target_recall, val_kept, options.target_frr)
         bundle.meta["evaluation"] = evaluation.summary
     extra = {"history.json": json.dumps(history, indent=1).encode()}
     if report:
         from model_builder.report import render_report
 
-        extra["report.html"] = render_report(bundle, history, evaluation, val).encode()
+        extra["report.html"] = render_report(bundle, history, evaluation, val, x[idx_val][outliers]).encode()
     if out is not None:
         save_bundle(bundle, Path(out), force=force, extra_files=extra)
     return BuildResult(bundle, history, evaluation.summary if evaluation else None, time.monotonic() - start)

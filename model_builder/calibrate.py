@@ -27,6 +27,23 @@ def thresholds_at_frr(density: np.ndarray, error: np.ndarray, target_frr: float,
     return best
 
 
+def validation_outliers(density: np.ndarray, error: np.ndarray, limit: float) -> np.ndarray:
+    """Indices of held-out good images whose density or reconstruction error lies more than `limit`
+    robust spreads (median absolute deviation) beyond the median of the others, on the bad side.
+
+    One such image would otherwise set a threshold on its own (with 50 images and a 1 % target no
+    good image may be rejected); it is more often a flawed or mislabelled part than a good one.
+    `limit` <= 0 finds none.
+    """
+    density, error = np.asarray(density, float), np.asarray(error, float)
+    if limit <= 0 or len(density) < 5:
+        return np.array([], dtype=int)
+    stats = GoodStatistics.from_scores(density, error)
+    z_density = (stats.density_median - density) / stats.density_spread
+    z_error = (error - stats.error_median) / stats.error_spread
+    return np.flatnonzero((z_density > limit) | (z_error > limit))
+
+
 def knob_ranges(density: np.ndarray, error: np.ndarray) -> dict[str, list[float]]:
     """A sensible sweep for each knob: from well inside the good scores to well beyond them."""
     stats = GoodStatistics.from_scores(density, error)

@@ -140,6 +140,23 @@ def examples_plot(title: str, idx: list[int], inputs: np.ndarray, scores: Scores
     return _png(fig)
 
 
+def outliers_section(notes: list[dict], inputs: np.ndarray, limit: float) -> str:
+    """The held-out good images left out of the calibration, with their pictures and scores."""
+    if not notes:
+        return ""
+    fig, axes = plt.subplots(1, len(notes), figsize=(2.4 * len(notes), 2.6), squeeze=False)
+    for ax, note, img in zip(axes[0], notes, inputs):
+        ax.imshow(img.squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"d={note['density']:.3g} e={note['reconstruction']:.3g}", fontsize=8)
+    names = "".join(f"<li><code>{html.escape(n['path'])}</code></li>" for n in notes)
+    return (f"<h2>Check these good images</h2><p>They score more than {limit:g} robust spreads beyond the other "
+            "held-out good images and were left out of the calibration (one such image would set a threshold "
+            "on its own). If a part is flawed, move its file out of train/good and rebuild; if it is good, "
+            f"capture more parts like it.</p><ul>{names}</ul>" + _png(fig))
+
+
 def metrics_table(summary: dict) -> str:
     op = summary["operating_point"]
     rows = [
@@ -172,8 +189,9 @@ def metrics_table(summary: dict) -> str:
     return f"<table>{body}</table>"
 
 
-def render_report(bundle, history: dict, evaluation, val: Scores) -> str:
-    """The whole report as one HTML string."""
+def render_report(bundle, history: dict, evaluation, val: Scores, outlier_inputs: np.ndarray | None = None) -> str:
+    """The whole report as one HTML string; `outlier_inputs` are the pictures of the held-out good
+    images the calibration left out (bundle.meta["calibration"]["outliers"])."""
     meta, t = bundle.meta, bundle.thresholds
     prov = meta.get("provenance", {})
     parts = [
@@ -193,6 +211,9 @@ def render_report(bundle, history: dict, evaluation, val: Scores) -> str:
         f"(measured there: {meta['calibration']['validation_false_reject_rate']:.1%}).</p>",
         "<h2>Training</h2>", loss_plot(history),
     ]
+    notes = meta["calibration"].get("outliers", [])
+    if notes and outlier_inputs is not None:
+        parts.append(outliers_section(notes, outlier_inputs, meta["calibration"].get("outlier_limit", 0)))
     if evaluation is None:
         parts += ["<h2>Held-out good images</h2><p>No test/ folder: no defect images to evaluate against.</p>",
                   histogram_plot({"good (validation)": val.density}, t.density, "Density", "density"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from capture.errors import GutcheckError
-from model_builder.calibrate import OperatingPoint, knob_ranges, thresholds_at_frr
+from model_builder.calibrate import OperatingPoint, knob_ranges, thresholds_at_frr, validation_outliers
 from model_builder.scoring import Thresholds, is_anomaly
 
 # density, error -> (low density?, high error?)
@@ -64,3 +64,16 @@ def test_operating_point_figures():
     assert op.accuracy == pytest.approx(0.6)
     assert op.recall == pytest.approx(2 / 3)
     assert op.precision == pytest.approx(2 / 3)
+
+
+def test_one_far_outlier_among_good_scores_is_found_and_would_have_set_the_threshold():
+    rng = np.random.default_rng(7)
+    density, error = rng.normal(-55, 20, 53), rng.lognormal(0, 0.3, 53)
+    assert len(validation_outliers(density, error, 10.0)) == 0  # ordinary spread: nothing flagged
+    density[17] = -392.0  # the pill bench's held-out good image
+    error[30] = 40.0
+    assert list(validation_outliers(density, error, 10.0)) == [17, 30]
+    assert len(validation_outliers(density, error, 0.0)) == 0  # switched off
+    kept = np.setdiff1d(np.arange(53), [17, 30])
+    assert thresholds_at_frr(density, error, 0.01, "or").density == pytest.approx(-392.0)
+    assert thresholds_at_frr(density[kept], error[kept], 0.01, "or").density > -200
