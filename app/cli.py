@@ -255,13 +255,17 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--label", default="good")
     ds.set_defaults(func=cmd_dataset)
 
+    from model_builder.build import DEFAULT_SIZES, BuildOptions
+
+    defaults = BuildOptions()
     b = sub.add_parser("build", help="train a model bundle from good images",
                        description="Train the autoencoder and latent density on DATA/train/good, calibrate both "
                                    "thresholds on held-out good images, evaluate on DATA/test when present.")
     b.add_argument("--data", required=True, help="dataset folder (MVTec layout: train/good, test/<label>)")
     b.add_argument("--out", required=True, help="bundle folder to write (refused if it exists, unless --force)")
     b.add_argument("--size", type=int, default=0,
-                   help="model input size in pixels (default: 256 for mobilenet, 128 for prototype and residual)")
+                   help="model input size in pixels (default: " +
+                        ", ".join(f"{v} for {k}" for k, v in DEFAULT_SIZES.items()) + ")")
     b.add_argument("--color", choices=["rgb", "gray"], default="rgb")
     b.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="centre a PX-pixel square on the part before resizing (the capture tool's framing)")
@@ -275,15 +279,15 @@ def parser() -> argparse.ArgumentParser:
                    help="latent density: patch (KDE over the latent's patches, an image is as likely as its least "
                         "likely patch; default), whitened (PCA-whitened KDE on the whole latent), gaussian "
                         "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
-    b.add_argument("--coreset", type=float, default=0.02, metavar="SHARE",
-                   help="patch density: share of the training patches kept (default 0.02)")
+    b.add_argument("--coreset", type=float, default=defaults.density_coreset, metavar="SHARE",
+                   help=f"patch density: share of the training patches kept (default {defaults.density_coreset})")
     b.add_argument("--score", choices=["topk", "ssim", "mse"], default="topk",
                    help="reconstruction error: topk (mean of the worst pixels, default), ssim, or mse (prototype)")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
     b.add_argument("--epochs", type=int, default=60)
-    b.add_argument("--train-minutes", type=float, default=7.0,
-                   help="training ends before an epoch that would end past this (default 7, so that a build "
-                        "takes about 10 minutes on 2 cores; 0: no limit)")
+    b.add_argument("--train-minutes", type=float, default=defaults.time_limit_s / 60,
+                   help=f"training ends before an epoch that would end past this (default "
+                        f"{defaults.time_limit_s / 60:g}, so that a build takes about 10 minutes on 2 cores; 0: no limit)")
     b.add_argument("--no-augment", action="store_true", help="train without augmentation")
     b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
     b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")

@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHARED = REPO.parent / "shared"
 MVTEC = SHARED / "datasets" / "mvtec_ad_256"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
-BUILD_LIMIT_S = 420.0  # the builder's default training limit: a whole build stays within 10 minutes
 
 
 def methods():
@@ -36,11 +35,12 @@ def methods():
     from model_builder.build import BuildOptions
 
     pretrained = str(MOBILENET_WEIGHTS) if MOBILENET_WEIGHTS.is_file() else "imagenet"
+    limit = BuildOptions().time_limit_s  # the builder's default: a whole build stays within 10 minutes
     return {
         "prototype": BuildOptions(architecture="prototype", size=128, loss="mse", density_preset="prototype",
                                   reconstruction_score="mse", rule="and", epochs=200, patience=10,
-                                  augmentation=Augmentation(enabled=False), time_limit_s=BUILD_LIMIT_S),
-        "default": BuildOptions(pretrained=pretrained, time_limit_s=BUILD_LIMIT_S),
+                                  augmentation=Augmentation(enabled=False), time_limit_s=limit),
+        "default": BuildOptions(pretrained=pretrained, time_limit_s=limit),
     }
 
 
@@ -91,6 +91,12 @@ def _line(r: dict) -> str:
             f"{_f(r['pixel_auroc'], 9)} {r['build_s']:>8.0f} {r['epochs']:>6d} {_f(r['f1_and'])} {_f(r['f1_or'])}")
 
 
+def _mean(values: list) -> float:
+    """Mean of the measured values (None or NaN: not measured); NaN when none was."""
+    got = [float(v) for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(got)) if got else float("nan")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--categories", help="comma-separated (default: every category present)")
@@ -106,7 +112,7 @@ def main() -> int:
     print("-" * len(HEADER))
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == method]
-        mean = {k: float(np.nanmean([r[k] if r[k] is not None else np.nan for r in sel]))
+        mean = {k: _mean([r[k] for r in sel])
                 for k in ("image_auroc", "auroc_density", "auroc_reconstruction", "f1", "recall_at_1pct_frr",
                           "pixel_auroc", "build_s", "f1_and", "f1_or")}
         print(_line({"category": "mean", "method": method, "epochs": 0, **mean}))

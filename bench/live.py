@@ -3,9 +3,9 @@ verdict-to-serial time through the conveyor link.
 
     .venv/bin/python bench/live.py [--frames 300]
 
-For each architecture and size (128² and 256²) it times, in the same run and on the same frames:
+For each architecture and size (128², 256², 384²: `--sizes`) it times, in the same run and on the same frames:
 - gutcheck: Inspector.inspect(frame): preprocess, one forward pass (reconstruction + latent), top-k
-  reconstruction error, patch density (a memory of 5 243 patches, as a real build keeps), verdict, heatmap; nothing
+  reconstruction error, patch density (a memory of 5 898 patches, as a real build keeps), verdict, heatmap; nothing
   touches the disk;
 - prototype: write the frame to a PNG, read it back, predict() the reconstruction, predict() the
   latent, evaluate() the loss, KDE score: what the old Qt GUI did per frame.
@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-PATCH_MEMORY = 5_243  # patches the screw build keeps at the default 2 % coreset
+PATCH_MEMORY = 5_898  # patches the screw build keeps at 384 px: 1 % of 256 images x 48 x 48
 
 
 def make_bundle(architecture: str, size: int):
@@ -44,7 +44,7 @@ def make_bundle(architecture: str, size: int):
     x = np.random.default_rng(0).random((40, size, size, 3)).astype(np.float32)
     latent = model.predict(x, verbose=0)[1]
     positions = int(np.prod(latent.shape[1:-1]))
-    # the default patch density with as many patches as a real build keeps (2 % of 256 images x 1024)
+    # the default patch density with as many patches as a real build keeps
     density = LatentDensity("patch", coreset=min(1.0, PATCH_MEMORY / (len(latent) * positions))).fit(latent)
     bundle = Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"),
                     GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]})
@@ -135,13 +135,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--architectures", default="mobilenet,prototype")
+    p.add_argument("--sizes", default="128,256,384", help="input sizes to time (default 128,256,384)")
     args = p.parse_args()
     import tensorflow as tf
 
     print(f"machine: {os.cpu_count()} cores, TensorFlow {tf.__version__}, {args.frames} frames per run")
     stream = frames(args.frames)
     for arch in args.architectures.split(","):
-        for size in (128, 256):
+        for size in (int(v) for v in args.sizes.split(",")):
             bundle = make_bundle(arch, size)
             print(line(f"{arch} {size}² gutcheck", time_gutcheck(bundle, stream)), flush=True)
             print(line(f"{arch} {size}² prototype method", time_prototype(bundle, stream[: max(30, args.frames // 5)])),

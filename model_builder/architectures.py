@@ -58,7 +58,8 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     The latent is a map of patch descriptors at stride 8 (32x32x288 at 256 px): the stride-8 and
     the up-sampled stride-16 features, each position averaged with its 3x3 neighbours, so every
     descriptor says what one small neighbourhood of the part looks like in features that know
-    edges, texture and shape. The decoder redraws the image from the stride-8 features.
+    edges, texture and shape. The decoder redraws the image from the stride-8 features at half
+    size (training at full size cost four times as much) and scales it up.
     `weights` is "imagenet" (Keras downloads it once into ~/.keras/models), a path to the no-top
     .h5 file, or None (random: tests only).
     """
@@ -75,9 +76,10 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     patches = layers.Concatenate()([f8, f16_up])
     latent = layers.AveragePooling2D(3, strides=1, padding="same", name="latent")(patches)
     y = layers.Conv2D(96, 1, activation="relu")(f8)
-    for filters in (64, 32, 16):
+    for filters in (64, 32):
         y = layers.UpSampling2D(2, interpolation="bilinear")(y)
         y = layers.Conv2D(filters, 3, padding="same", activation="relu")(y)
+    y = layers.Resizing(size, size, interpolation="bilinear")(y)  # drawn at half size: a quarter of the cost
     recon = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(y)
     return keras.Model(inp, [recon, latent], name="mobilenet_cae")
 

@@ -23,9 +23,10 @@ from model_builder.preprocess import Preprocessing
 from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly
 
 
-DEFAULT_SIZES = {"prototype": 128, "residual": 128, "mobilenet": 256}
+DEFAULT_SIZES = {"prototype": 128, "residual": 128, "mobilenet": 384}
 """Input size per architecture: the prototype's 128; the pretrained encoder's patch density needs
-256 to see small defects (screw image AUROC 0.64-0.77 at 128 vs 0.89-0.92 at 256, bench notes)."""
+more to see small defects (screw patch-density AUROC 0.64-0.77 at 128, 0.85-0.88 at 256, 0.90-0.92
+at 384; pill 0.94 at 256, 0.96 at 384: bench notes)."""
 
 
 @dataclass
@@ -41,7 +42,7 @@ class BuildOptions:
     alpha: float = 0.5  # weight of SSIM in the hybrid loss
     density_preset: str = "patch"  # measured best (bench/results/detection-*.txt)
     density_components: int = 64  # whitened preset: principal components kept
-    density_coreset: float = 0.02  # patch preset: share of training patches kept
+    density_coreset: float = 0.01  # patch preset: share of training patches kept
     reconstruction_score: str = "topk"
     rule: str = "or"
     epochs: int = 60
@@ -54,7 +55,7 @@ class BuildOptions:
     outlier_limit: float = 10.0  # held-out good images this many robust spreads out are left out of calibration (0: none)
     seed: int = 0
     augmentation: Augmentation = field(default_factory=Augmentation)
-    time_limit_s: float = 420.0  # training ends before an epoch that would end past this (0: no limit)
+    time_limit_s: float = 330.0  # training ends before an epoch that would end past this (0: no limit)
 
     def __post_init__(self) -> None:
         if not self.size:

@@ -16,6 +16,8 @@ Presets:
   2022); the bandwidth is chosen by leave-one-out likelihood on the kept patches. An image's
   density is the log-density of its least likely patch: one scratch lowers it even though the
   rest of the part is normal. ``patch_maps`` gives the per-patch densities for localisation.
+  An image's density is the mean log-density of its `worst` least likely patches (default
+  PATCH_WORST): one scratch covers several patches, and one noisy patch alone does not decide.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from capture.errors import GutcheckError
 PRESETS = ("prototype", "whitened", "gaussian", "patch")
 GAUSSIAN_MAX_DIM = 2048  # its precision matrix is stored in the bundle: 2048² float32 = 16 MB
 PATCH_MAX_MEMORY = 12_000  # patches kept by the patch preset: 12 000 x 480 float32 = 23 MB
+PATCH_WORST = 10  # patches averaged into an image's density (screw at 384 px: AUROC 0.914 vs 0.899 for 1)
+CORESET_POOL = 200_000  # patches the greedy coreset search runs over (a random draw when there are more)
 BANDWIDTH_SAMPLE = 2_000  # patches the bandwidth is chosen on (the LOO matrix is its square)
 
 
@@ -105,7 +109,7 @@ class LatentDensity:
     gives the log-density of each row (higher = more like the good parts)."""
 
     def __init__(self, preset: str = "whitened", bandwidth: float | None = None, n_components: int = 32,
-                 coreset: float = 0.1, seed: int = 0):
+                 coreset: float = 0.1, seed: int = 0, worst: int = PATCH_WORST):
         if preset not in PRESETS:
             raise GutcheckError(f"unknown density preset {preset!r}; known: {', '.join(PRESETS)}")
         self.preset = preset
@@ -113,6 +117,7 @@ class LatentDensity:
         self.n_components = n_components
         self.coreset = coreset  # patch preset: share of training patches kept (at most PATCH_MAX_MEMORY)
         self.seed = seed
+        self.worst = max(1, int(worst))  # patch preset: least likely patches averaged per image
         self.mean_: np.ndarray | None = None
         self.projection_: np.ndarray | None = None  # (dim, k): centred latent -> whitened coordinates
         self.points_: np.ndarray | None = None  # the training set in the space the kernel works in
@@ -166,6 +171,8 @@ class LatentDensity:
     def _fit_patches(self, latents: np.ndarray) -> "LatentDensity":
         patches, _ = as_patches(latents)
         size = int(min(PATCH_MAX_MEMORY, max(min(len(patches), 3), round(len(patches) * self.coreset))))
+        if len(patches) > CORESET_POOL:  # at 384 px a screw set has 590 000 patches: a third of the search time
+            patches = patches[np.random.default_rng(self.seed).choice(len(patches), CORESET_POOL, replace=False)]
         self.points_ = patches[greedy_coreset(patches, size, self.seed)].astype(np.float32)
         if self.bandwidth is None:
             rng = np.random.default_rng(self.seed)
@@ -190,12 +197,13 @@ class LatentDensity:
 
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
         """Log-density of each latent vector under the fitted KDE (patch preset: of its least
-        likely patch)."""
+        likely patches, the mean of the `worst` lowest)."""
         if self.points_ is None:
             raise RuntimeError("LatentDensity.score_samples called before fit")
         if self.preset == "patch":
-            maps = self.patch_maps(latents)
-            return maps.reshape(len(maps), -1).min(1)
+            flat = self.patch_maps(latents).reshape(len(latents), -1)
+            k = min(self.worst, flat.shape[1])
+            return np.partition(flat, k - 1, axis=1)[:, :k].mean(1)
         if self.preset == "gaussian":
             d = latents.reshape(len(latents), -1).astype(np.float64) - self.mean_
             return self.log_norm_ - 0.5 * np.einsum("ij,jk,ik->i", d, self.precision_.astype(np.float64), d)
@@ -208,6 +216,7 @@ class LatentDensity:
             "bandwidth": np.array(self.bandwidth, dtype=np.float64),
             "n_components": np.array(self.n_components),
             "coreset": np.array(self.coreset, dtype=np.float64),
+            "worst": np.array(self.worst),
             "points": self.points_,
         }
         if self.projection_ is not None:
@@ -220,7 +229,9 @@ class LatentDensity:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "LatentDensity":
         coreset = float(arrays["coreset"]) if "coreset" in arrays else 0.1
-        obj = cls(str(arrays["preset"]), float(arrays["bandwidth"]), int(arrays["n_components"]), coreset)
+        worst = int(arrays["worst"]) if "worst" in arrays else 1  # bundles before it: the least likely patch
+        obj = cls(str(arrays["preset"]), float(arrays["bandwidth"]), int(arrays["n_components"]), coreset,
+                  worst=worst)
         points = np.asarray(arrays["points"])
         obj.points_ = points.astype(np.float32 if obj.preset == "patch" else np.float64)
         if "projection" in arrays:

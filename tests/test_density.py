@@ -114,3 +114,15 @@ def test_patch_memory_is_a_share_of_the_patches_and_bandwidth_is_finite():
     kde = LatentDensity("patch", coreset=0.1).fit(rng.normal(size=(20, 5, 5, 4)))
     assert kde.points_.shape == (50, 4)
     assert np.isfinite(kde.bandwidth) and kde.bandwidth > 0
+
+
+def test_image_density_is_the_mean_of_its_least_likely_patches_and_survives_a_round_trip():
+    rng = np.random.default_rng(10)
+    kde = LatentDensity("patch", coreset=0.2, worst=3).fit(rng.normal(size=(20, 6, 6, 4)))
+    probe = rng.normal(size=(4, 6, 6, 4)) * 1.5
+    lowest = np.sort(kde.patch_maps(probe).reshape(4, -1), axis=1)
+    assert np.allclose(kde.score_samples(probe), lowest[:, :3].mean(1))
+    again = LatentDensity.from_arrays(kde.to_arrays())
+    assert again.worst == 3 and np.allclose(again.score_samples(probe), kde.score_samples(probe))
+    old = {k: v for k, v in kde.to_arrays().items() if k != "worst"}  # a bundle from before `worst`
+    assert np.allclose(LatentDensity.from_arrays(old).score_samples(probe), lowest[:, 0])
