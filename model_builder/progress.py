@@ -23,11 +23,24 @@ class EpochProgress(keras.callbacks.Callback):
         self.best_weights: list | None = None
         self.wait = 0
         self.history: dict[str, list[float]] = {}
-        self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not enabled, file=sys.stderr,
+        self.epochs = epochs
+        self.epoch_started = self.started
+        self.bar = tqdm(total=epochs, desc="training", unit="batch", disable=not enabled, file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 20)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        steps = int(self.params.get("steps") or 0)  # batches per epoch: the bar moves within an epoch
+        if steps:
+            self.bar.total = self.epochs * steps
+            self.bar.refresh()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_started = time.monotonic()
+        self.bar.set_description(f"training, epoch {epoch + 1}")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.bar.total != self.epochs:  # counting batches
+            self.bar.update(1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -42,11 +55,17 @@ class EpochProgress(keras.callbacks.Callback):
             if self.wait >= self.patience:
                 self.model.stop_training = True
         now = time.monotonic()
-        last_epoch = now - getattr(self, "epoch_started", self.started)
+        last_epoch = now - self.epoch_started
         if self.time_limit_s and now - self.started + last_epoch > self.time_limit_s:
             self.model.stop_training = True  # the next epoch would end past the limit
         self.bar.set_postfix(loss=f"{logs.get('loss', math.nan):.5f}", val=f"{val:.5f}", best=f"{self.best:.5f}")
-        self.bar.update(1)
+        if self.bar.total == self.epochs:  # counting epochs (steps unknown)
+            self.bar.update(1)
+        elif self.time_limit_s and last_epoch > 0:  # the ETA of the epochs the time limit leaves
+            steps = self.bar.total // self.epochs
+            fit = epoch + 1 + int(max(0.0, self.time_limit_s - (now - self.started)) // last_epoch)
+            self.bar.total = steps * min(self.epochs, max(fit, epoch + 1))
+            self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
