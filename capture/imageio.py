@@ -61,11 +61,16 @@ def write_image_atomic(path: Path, image: np.ndarray) -> None:
     write_bytes_atomic(path, buf.tobytes())
 
 
+FILE_MODE = 0o644  # what a file saved by an ordinary program gets under the usual umask 022
+FOLDER_MODE = 0o755
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write bytes to a temp file in the same folder, fsync, and rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes it private (0600); a saved file is an ordinary one
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

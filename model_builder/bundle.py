@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from capture.errors import GutcheckError
-from capture.imageio import write_bytes_atomic
+from capture.imageio import FOLDER_MODE, write_bytes_atomic
 from capture.trash import move_to_trash
 from model_builder.density import LatentDensity
 from model_builder.preprocess import Preprocessing
@@ -90,6 +90,7 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dic
         for name, data in (extra_files or {}).items():
             write_bytes_atomic(tmp / name, data)
         write_bytes_atomic(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+        tmp.chmod(FOLDER_MODE)  # mkdtemp makes it private (0700): the dashboard may run as another user
         if out.exists():
             move_to_trash(out)
         os.replace(tmp, out)

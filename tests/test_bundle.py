@@ -52,6 +52,12 @@ def _copy_with_meta(src, dst, **changes):
     return dst
 
 
+def test_bundle_is_readable_by_other_users_like_any_saved_folder(tiny_bundle):
+    assert tiny_bundle.stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0700
+    for name in ("bundle.json", "report.html", "history.json"):
+        assert (tiny_bundle / name).stat().st_mode & 0o777 == 0o644, name  # not mkstemp's 0600
+
+
 def test_newer_format_is_refused_with_a_clear_message(tiny_bundle, tmp_path):
     newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", format_version=2)
     with pytest.raises(GutcheckError, match="format version 2 is not supported"):
