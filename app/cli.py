@@ -281,8 +281,9 @@ def parser() -> argparse.ArgumentParser:
                         "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
     b.add_argument("--coreset", type=float, default=defaults.density_coreset, metavar="SHARE",
                    help=f"patch density: share of the training patches kept (default {defaults.density_coreset})")
-    b.add_argument("--score", choices=["topk", "ssim", "mse"], default="topk",
-                   help="reconstruction error: topk (mean of the worst pixels, default), ssim, or mse (prototype)")
+    b.add_argument("--score", choices=["topk", "ssim", "mse"], default=defaults.reconstruction_score,
+                   help="reconstruction error: ssim (mean of the worst 1 - SSIM pixels), topk (mean of the worst "
+                        f"squared-residual pixels) or mse (prototype); default {defaults.reconstruction_score}")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
     b.add_argument("--epochs", type=int, default=60)
     b.add_argument("--train-minutes", type=float, default=defaults.time_limit_s / 60,

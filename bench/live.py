@@ -4,8 +4,8 @@ verdict-to-serial time through the conveyor link.
     .venv/bin/python bench/live.py [--frames 300]
 
 For each architecture and size (128², 256², 384²: `--sizes`) it times, in the same run and on the same frames:
-- gutcheck: Inspector.inspect(frame): preprocess, one forward pass (reconstruction + latent), top-k
-  reconstruction error, patch density (a memory of 5 898 patches, as a real build keeps), verdict, heatmap; nothing
+- gutcheck: Inspector.inspect(frame): preprocess, one forward pass (reconstruction + latent), the
+  builder's default reconstruction error, patch density (a memory of 5 898 patches, as a real build keeps), verdict, heatmap; nothing
   touches the disk;
 - prototype: write the frame to a PNG, read it back, predict() the reconstruction, predict() the
   latent, evaluate() the loss, KDE score: what the old Qt GUI did per frame.
@@ -34,10 +34,11 @@ def make_bundle(architecture: str, size: int):
     import keras
 
     from model_builder.architectures import ARCHITECTURES
+    from model_builder.build import BuildOptions
     from model_builder.bundle import Bundle
     from model_builder.density import LatentDensity
     from model_builder.preprocess import Preprocessing
-    from model_builder.scoring import GoodStatistics, Thresholds
+    from model_builder.scoring import GoodStatistics, ReconstructionScore, Thresholds
 
     keras.utils.set_random_seed(0)
     model = ARCHITECTURES[architecture](size, 3, weights=None)
@@ -47,7 +48,8 @@ def make_bundle(architecture: str, size: int):
     # the default patch density with as many patches as a real build keeps
     density = LatentDensity("patch", coreset=min(1.0, PATCH_MEMORY / (len(latent) * positions))).fit(latent)
     bundle = Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"),
-                    GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]})
+                    GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]},
+                    ReconstructionScore(BuildOptions().reconstruction_score))
     return bundle
 
 
