@@ -276,8 +276,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--loss", choices=["hybrid", "mse", "ssim"], default="hybrid")
     b.add_argument("--alpha", type=float, default=0.5, help="weight of SSIM in the hybrid loss (default 0.5)")
     b.add_argument("--density", choices=["patch", "whitened", "gaussian", "prototype"], default="patch",
-                   help="latent density: patch (KDE over the latent's patches, an image is as likely as its least "
-                        "likely patch; default), whitened (PCA-whitened KDE on the whole latent), gaussian "
+                   help="latent density: patch (KDE over the latent's patches, an image is as likely as its 10 "
+                        "least likely patches; default), whitened (PCA-whitened KDE on the whole latent), gaussian "
                         "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
     b.add_argument("--coreset", type=float, default=defaults.density_coreset, metavar="SHARE",
                    help=f"patch density: share of the training patches kept (default {defaults.density_coreset})")
@@ -292,9 +292,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-augment", action="store_true", help="train without augmentation")
     b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
     b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")
-    b.add_argument("--outlier-limit", type=float, default=10.0, metavar="SPREADS",
+    b.add_argument("--outlier-limit", type=float, default=defaults.outlier_limit, metavar="SPREADS",
                    help="leave held-out good images this many robust spreads out of the calibration and list "
-                        "them to check (default 10; 0 keeps all)")
+                        f"them to check (default {defaults.outlier_limit:g}; 0 keeps all)")
     b.add_argument("--target-recall", type=float, default=0.95,
                    help="also report thresholds at this recall when test/ has defects (default 0.95)")
     b.add_argument("--seed", type=int, default=0)

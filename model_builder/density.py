@@ -14,10 +14,9 @@ Presets:
   position of every training latent (h, w, c) is a c-dimensional sample; a greedy k-centre
   coreset keeps a `coreset` share of them that still covers all of them (PatchCore, Roth et al.
   2022); the bandwidth is chosen by leave-one-out likelihood on the kept patches. An image's
-  density is the log-density of its least likely patch: one scratch lowers it even though the
-  rest of the part is normal. ``patch_maps`` gives the per-patch densities for localisation.
-  An image's density is the mean log-density of its `worst` least likely patches (default
-  PATCH_WORST): one scratch covers several patches, and one noisy patch alone does not decide.
+  density is the mean log-density of its `worst` least likely patches (default PATCH_WORST): one
+  scratch lowers it even though the rest of the part is normal, and one noisy patch alone does not
+  decide. ``patch_maps`` gives the per-patch densities for localisation.
 """
 
 from __future__ import annotations

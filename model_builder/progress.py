@@ -24,14 +24,15 @@ class EpochProgress(keras.callbacks.Callback):
         self.wait = 0
         self.history: dict[str, list[float]] = {}
         self.epochs = epochs
+        self.steps = 0  # batches per epoch once training starts; 0: unknown, the bar counts epochs
         self.epoch_started = self.started
         self.bar = tqdm(total=epochs, desc="training", unit="batch", disable=not enabled, file=sys.stderr,
                         dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 20)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        steps = int(self.params.get("steps") or 0)  # batches per epoch: the bar moves within an epoch
-        if steps:
-            self.bar.total = self.epochs * steps
+        self.steps = int(self.params.get("steps") or 0)  # the bar moves within an epoch
+        if self.steps:
+            self.bar.total = self.epochs * self.steps
             self.bar.refresh()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -39,7 +40,7 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar.set_description(f"training, epoch {epoch + 1}")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.bar.total != self.epochs:  # counting batches
+        if self.steps:
             self.bar.update(1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -59,12 +60,11 @@ class EpochProgress(keras.callbacks.Callback):
         if self.time_limit_s and now - self.started + last_epoch > self.time_limit_s:
             self.model.stop_training = True  # the next epoch would end past the limit
         self.bar.set_postfix(loss=f"{logs.get('loss', math.nan):.5f}", val=f"{val:.5f}", best=f"{self.best:.5f}")
-        if self.bar.total == self.epochs:  # counting epochs (steps unknown)
+        if not self.steps:
             self.bar.update(1)
         elif self.time_limit_s and last_epoch > 0:  # the ETA of the epochs the time limit leaves
-            steps = self.bar.total // self.epochs
             fit = epoch + 1 + int(max(0.0, self.time_limit_s - (now - self.started)) // last_epoch)
-            self.bar.total = steps * min(self.epochs, max(fit, epoch + 1))
+            self.bar.total = self.steps * min(self.epochs, fit)
             self.bar.refresh()
 
     def close(self) -> None:
