@@ -457,7 +457,8 @@ class Dashboard:
         if self.conveyor is not None:
             state = self.conveyor.state()
             belt = BELT_STATES.get(self.conveyor.belt_state, "unknown")
-            self.belt_state.configure(text=f"belt {belt} · link {state}",
+            held = f" · held stopped: {self.conveyor.holding}" if self.conveyor.holding else ""
+            self.belt_state.configure(text=f"belt {belt} · link {state}{held}",
                                       foreground=GREEN if self.conveyor.belt_state == "R" else RED)
 
     def _draw_bars(self) -> None:

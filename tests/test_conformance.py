@@ -29,9 +29,12 @@ class Pins:
         self.changed_at: dict[str, float] = {}
         self.steps = 0
         self.last_steps_at = 0.0
+        self.history: list[tuple[str, int]] = []  # every (pin, level) reported, in order
+        self.resets: list[float] = []  # wall-clock times of chip resets (emulator)
 
     def set(self, name: str, value: int) -> None:
         if self.level.get(name) != value:
+            self.history.append((name, value))
             self.level[name] = value
             self.changed_at[name] = time.monotonic()
 
@@ -42,8 +45,9 @@ class Pins:
 
 
 class Device:
-    def __init__(self, url: str, pins: Pins, button=None, close=lambda: None, name: str = ""):
+    def __init__(self, url: str, pins: Pins, button=None, close=lambda: None, name: str = "", command=None):
         self.url, self.pins, self.button, self._close, self.name = url, pins, button, close, name
+        self.command = command  # a line to the emulator harness ("HANG"), None elsewhere
 
     def close(self) -> None:
         self._close()
@@ -82,6 +86,8 @@ def process_device(cmd: list[str], link: Path, name: str) -> Device:
                 ready.set()
             elif parts[:1] == ["PIN"] and len(parts) >= 3:
                 pins.set(parts[1], int(parts[2]))
+            elif parts[:1] == ["RESET"]:
+                pins.resets.append(time.monotonic())
             elif parts[:1] == ["STEPS"]:
                 pins.steps += int(parts[1])
                 pins.last_steps_at = time.monotonic()
@@ -89,15 +95,20 @@ def process_device(cmd: list[str], link: Path, name: str) -> Device:
     threading.Thread(target=read, daemon=True).start()
     assert ready.wait(10), f"{name} did not start"
 
-    def button(pressed: bool = True):
-        proc.stdin.write(f"BUTTON {1 if pressed else 0}\n")
+    def command(line: str) -> None:
+        proc.stdin.write(line + "\n")
         proc.stdin.flush()
+
+    def button(pressed: bool = True):
+        command(f"BUTTON {1 if pressed else 0}")
 
     def close():
         proc.kill()
         proc.wait()
 
-    return Device(str(link), pins, button=button if name == "emulator" else None, close=close, name=name)
+    emulated = name == "emulator"
+    return Device(str(link), pins, button=button if emulated else None, close=close, name=name,
+                  command=command if emulated else None)
 
 
 @pytest.fixture(params=["python", "host", "emulator"])
@@ -158,15 +169,83 @@ def test_defect_verdict_stops_the_belt_within_50_ms_and_resume_restarts_it(devic
 def test_repeated_sequence_number_is_acknowledged_but_not_acted_on_twice(device, link):
     link.resume()
     device.pins.wait("EN", 0, 1.0)
-    link.link.write(protocol.verdict_frame(5, True))
+    link.link.write(protocol.verdict_frame(5, True, link.session))
     wait_for(lambda: link.acks_received == 1)
     device.pins.wait("EN", 1, 1.0)
     link.resume()
     device.pins.wait("EN", 0, 1.0)
-    link.link.write(protocol.verdict_frame(5, True))  # a resend after a lost acknowledgement
+    link.link.write(protocol.verdict_frame(5, True, link.session))  # a resend after a lost acknowledgement
     wait_for(lambda: link.acks_received == 2)
     time.sleep(0.1)
     assert device.pins.level["EN"] == 0
+
+
+@pytest.mark.parametrize("ending", ["clean", "cable pulled mid-frame"])
+def test_restarted_pc_with_a_defect_first_stops_the_belt(device, link, ending):
+    """Issue 13 item 1: the old PC run ends at seq 1; the new run's first verdict, seq 1, is a
+    defect. The conveyor (which did not reset) must stop the belt, not take it for a resend."""
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    assert link.send_verdict(False) == 1
+    assert link.wait_delivered(1.0)
+    if ending != "clean":
+        link.link.write(protocol.verdict_frame(2, False, link.session)[:6])  # "$V,2,0" and no more
+    link.close()  # the PC program ends; the belt keeps running until the watchdog
+    restarted = ConveyorLink(device.url).start()
+    try:
+        wait_for(lambda: restarted.link.port is not None, 5)
+        assert restarted.session != link.session
+        restarted.resume()
+        device.pins.wait("EN", 0, 1.0)
+        assert restarted.send_verdict(True) == 1
+        assert restarted.wait_delivered(1.0)
+        stopped = device.pins.wait("EN", 1, 1.0)
+        print(f"\n{device.name}: PC restarted, first verdict seq 1 = defect -> EN {device.pins.level['EN']} "
+              f"(belt {'stopped' if device.pins.level['EN'] else 'RUNNING'})")
+        assert stopped and device.pins.wait("LAMP", 1, 1.0)
+    finally:
+        restarted.close()
+
+
+def test_hung_microcontroller_disables_the_driver(device, link):
+    """Issue 13 item 2: the firmware hangs with the belt running. The hardware watchdog resets the
+    chip, the pins float and EN's pull-up disables the driver; after the reset it waits for the PC."""
+    if device.command is None:
+        pytest.skip("only the emulated chip can hang")
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    hung = time.monotonic()
+    device.command("HANG")
+    time.sleep(0.1)
+    level = device.pins.level["EN"]
+    print(f"\nemulator: CPU hung with the belt running -> EN {level} 100 ms later "
+          f"(chip reset after {(device.pins.resets[-1] - hung) * 1000:.0f} ms)" if device.pins.resets else "")
+    assert level == 1 and device.pins.resets
+    link.request_status()
+    wait_for(lambda: link.status is not None and link.status.state == "W", 2.0)
+    time.sleep(0.3)
+    assert device.pins.level["EN"] == 1  # it stays stopped until the PC resumes
+
+
+def test_driver_is_never_enabled_before_the_pc_resumes(device, link):
+    """Issue 13 item 6: from power-up to the first resume EN never drives low, not even briefly."""
+    link.request_status()
+    wait_for(lambda: link.status is not None)
+    assert ("EN", 0) not in device.pins.history
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+
+
+def test_unknown_fields_of_a_later_version_are_ignored(device, link):
+    """Issue 13 item 4: a PC speaking a later version adds fields at the end; they are ignored."""
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    link.link.write(protocol.frame(f"V,29,0,{link.session},extra"))
+    wait_for(lambda: link.acks_received == 1)
+    link.link.write(protocol.frame("H,later"))
+    link.request_status()
+    wait_for(lambda: link.status is not None and link.status.version == protocol.VERSION)
+    assert link.status.errors == 0
 
 
 def test_garbage_is_counted_and_ignored(device, link):
@@ -198,6 +277,24 @@ def test_watchdog_stops_the_belt_when_heartbeats_stop(device, link):
     device.pins.wait("EN", 0, 1.0)
 
 
+def test_button_held_at_power_up_does_not_start_the_belt(tmp_path):
+    """Issue 13 item 5: a button held (or stuck) from power-up never starts the belt."""
+    if not firmware.have_avr_toolchain():
+        pytest.fail("the AVR toolchain is missing: `make test` installs it (gcc-avr, arduino-mk, simavr)")
+    dev = process_device([str(firmware.uno_harness()), str(firmware.uno_elf())], EMULATOR_PTY, "emulator")
+    try:
+        dev.button(True)
+        time.sleep(0.5)
+        assert ("EN", 0) not in dev.pins.history
+        dev.button(False)
+        time.sleep(0.1)
+        dev.button(True)  # a press in the power-up state: only the PC starts the belt
+        time.sleep(0.3)
+        assert ("EN", 0) not in dev.pins.history
+    finally:
+        dev.close()
+
+
 def test_resume_button_restarts_after_a_defect(device, link):
     if device.button is None:
         pytest.skip("the host build has no button input")
@@ -205,6 +302,7 @@ def test_resume_button_restarts_after_a_defect(device, link):
     device.pins.wait("EN", 0, 1.0)
     link.send_verdict(True)
     device.pins.wait("EN", 1, 1.0)
+    time.sleep(0.1)  # the firmware takes a button as held until it has seen it released for 30 ms
     device.button(True)
     device.pins.wait("EN", 0, 1.0)
     if device.name == "emulator":

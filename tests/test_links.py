@@ -15,7 +15,7 @@ from app.links.conveyor_link import ConveyorLink
 from app.links.knob_link import KnobLink
 from app.links.protocol import KnobReading
 from app.links.serial_link import CONNECTED, LOST, STALE
-from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
+from app.links.simulators import ConveyorModel, ConveyorSimulator, KnobBoxSimulator
 
 
 def wait_for(predicate, timeout_s: float = 3.0) -> float:
@@ -157,6 +157,42 @@ def test_conveyor_watchdog_stops_the_belt_when_the_pc_goes_quiet(conveyor):
         assert 0.7 < took < 1.5
     finally:
         link.close()
+
+
+class DeafModel(ConveyorModel):
+    """A conveyor that understands every frame but verdicts (a wrong firmware, a broken parser)."""
+
+    def _line(self, line: bytes, now: float) -> None:
+        if not line.startswith(b"$V"):
+            super()._line(line, now)
+
+
+class OldConveyorModel(ConveyorModel):
+    """A version 1 conveyor: its status has no version field."""
+
+    def _status(self) -> None:
+        self._send(f"S,{self.state},{self.steps_per_s},{self.last_seq},{self.errors}")
+
+
+@pytest.mark.parametrize("model", [DeafModel, OldConveyorModel])
+def test_conveyor_that_does_not_take_verdicts_is_stopped(tmp_path, model):
+    """Any doubt that verdicts reach the conveyor stops the belt: an unacknowledged verdict, or a
+    conveyor on an older protocol version."""
+    sim = ConveyorSimulator(tmp_path / "conveyor")
+    sim.model = model()
+    sim.start()
+    link = ConveyorLink(str(sim.path)).start()
+    try:
+        wait_for(lambda: link.link.port is not None)
+        link.resume()
+        wait_for(lambda: sim.model.state in ("R", "C"))
+        link.send_verdict(True)
+        wait_for(lambda: sim.model.state in ("C", "T"), 3.0)
+        assert link.holding
+        print(f"\n{model.__name__}: belt {sim.model.state}, link holding: {link.holding}")
+    finally:
+        link.close()
+        sim.close()
 
 
 class LossySimulator(ConveyorSimulator):

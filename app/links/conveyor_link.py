@@ -4,6 +4,7 @@ none lost and none acted on twice; heartbeats for the conveyor's watchdog; belt 
 from __future__ import annotations
 
 import collections
+import secrets
 import threading
 import time
 
@@ -29,10 +30,18 @@ class ConveyorLink:
         self.acks_received = 0
         self.resends = 0
         self.failures = 0
+        # Why the link is holding the belt stopped ("" = it is not): a verdict that could not be
+        # delivered, or a conveyor speaking an older protocol. Holding = a stop command and no
+        # heartbeats, so the conveyor's watchdog stops the belt even if the stop is lost.
+        self.holding = ""
+        self.conveyor_version: int | None = None
         self.latencies_s: collections.deque[float] = collections.deque(maxlen=10_000)
         self._queue: collections.deque[tuple[int, bool, float]] = collections.deque()
         self._acked: set[int] = set()
         self._seq = 0
+        # A new random id per connection: the conveyor never takes this connection's seq 1 for a
+        # resend of the previous PC run's seq 1 (docs/protocols.md, "Sessions").
+        self.session = secrets.randbelow(65535) + 1
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._last_tx = 0.0
@@ -52,6 +61,7 @@ class ConveyorLink:
                 elif isinstance(m, BeltStatus):
                     self.status = m
                     self.belt_state = m.state
+                    self.conveyor_version = m.version
             if messages:
                 self._cond.notify_all()
         return bool(messages)
@@ -99,7 +109,7 @@ class ConveyorLink:
     def _deliver(self, seq: int, defect: bool) -> bool:
         if self.prototype:
             return self.link.write(b"1" if defect else b"0")
-        data = protocol.verdict_frame(seq, defect)
+        data = protocol.verdict_frame(seq, defect, self.session)
         for attempt in range(self.retries + 1):
             if attempt:
                 self.resends += 1
@@ -118,6 +128,12 @@ class ConveyorLink:
                     return True
         return False
 
+    def _hold_belt(self, why: str) -> None:
+        """Any doubt that verdicts reach the conveyor stops the belt; resuming is the operator's call."""
+        if not self.holding and not self.prototype:
+            self._command(protocol.STOP)
+        self.holding = why
+
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             with self._cond:
@@ -133,10 +149,16 @@ class ConveyorLink:
                         self._cond.notify_all()
                     continue
                 self.failures += 1  # kept at the head of the queue: tried again, never dropped
+                self._hold_belt(f"verdict {seq} not acknowledged after {self.retries + 1} sends")
                 self._stop.wait(0.05)
             elif head is not None:
                 self._stop.wait(0.02)  # port closed: the reader is reconnecting
-            if self.heartbeats_enabled and time.monotonic() - self._last_tx >= self.heartbeat_s:
+            if self.conveyor_version is not None and self.conveyor_version < protocol.VERSION:
+                self._hold_belt(f"the conveyor speaks protocol version {self.conveyor_version}, this PC "
+                                f"{protocol.VERSION}: flash the current firmware")
+            elif self.holding and head is None:
+                self.holding = ""  # every verdict delivered: heartbeats again (the belt stays stopped)
+            if self.heartbeats_enabled and not self.holding and time.monotonic() - self._last_tx >= self.heartbeat_s:
                 self._command(protocol.HEARTBEAT)
             with self._cond:
                 if not self._queue:

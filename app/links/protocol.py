@@ -1,4 +1,4 @@
-"""Gutcheck line protocol v1, as pure functions of bytes: no ports, no threads, no clocks.
+"""Gutcheck line protocol v2, as pure functions of bytes: no ports, no threads, no clocks.
 
 Frames are ``$<body>*<CC>\\n`` with CC the CRC-8 (poly 0x07) of body; see docs/protocols.md.
 The knob parser also reads the prototype's ``_34#<raw>#34_`` / ``_39#<raw>#39_`` lines, the
@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 MAX_LINE = 48
+VERSION = 2
 PROTOTYPE_FULL_SCALE = 4095
 
 
@@ -156,6 +157,7 @@ class BeltStatus:
     steps_per_s: int
     last_seq: int
     errors: int
+    version: int = 1  # the conveyor's protocol version: a field of its own from version 2 on
 
 
 BELT_STATES = {"W": "waiting", "R": "running", "D": "stopped: defect", "T": "stopped: watchdog",
@@ -170,20 +172,25 @@ class ConveyorParser(LineParser):
         if body is None:
             return None
         f = body.split(",")
-        if f[0] == "A" and len(f) == 2:
+        # Fields beyond the ones known here are a later version's additions: ignored.
+        if f[0] == "A" and len(f) >= 2:
             seq = _uint(f[1], 65535)
             return Ack(seq) if seq else None
-        if f[0] == "E" and len(f) == 2 and f[1] in BELT_STATES:
+        if f[0] == "E" and len(f) >= 2 and f[1] in BELT_STATES:
             return BeltEvent(f[1])
         if f[0] == "S" and len(f) >= 5 and f[1] in BELT_STATES:
             sps, seq, err = _uint(f[2], 65535), _uint(f[3], 65535), (int(f[4]) if f[4].isdigit() else None)
-            if None not in (sps, seq, err):
-                return BeltStatus(f[1], sps, seq, err)
+            version = _uint(f[5], 255) if len(f) >= 6 else 1
+            if None not in (sps, seq, err, version):
+                return BeltStatus(f[1], sps, seq, err, version)
         return None
 
 
-def verdict_frame(seq: int, defect: bool) -> bytes:
-    return frame(f"V,{seq},{1 if defect else 0}")
+def verdict_frame(seq: int, defect: bool, session: int) -> bytes:
+    """A verdict for part `seq` of the PC connection `session` (1-65535, random per connection)."""
+    if not 1 <= session <= 65535:
+        raise ValueError(f"session must be 1-65535, not {session}")
+    return frame(f"V,{seq},{1 if defect else 0},{session}")
 
 
 HEARTBEAT = frame("H")

@@ -1,4 +1,4 @@
-"""Device simulators for the demo and the tests: a knob box and a conveyor speaking protocol v1
+"""Device simulators for the demo and the tests: a knob box and a conveyor speaking protocol v2
 over a pseudo-terminal pair, so the links under test open a real serial port.
 
 The conveyor model mirrors arduino_firmware/conveyor/conveyor_logic.cpp; the conformance tests
@@ -63,7 +63,7 @@ class PtyDevice:
 
 
 class ConveyorModel:
-    """The conveyor's logic (protocol v1): states, acknowledgements, watchdog. Time in seconds."""
+    """The conveyor's logic (protocol v2): states, acknowledgements, watchdog. Time in seconds."""
 
     def __init__(self, watchdog_s: float = 1.0, status_s: float = 0.5, prototype_compat: bool = False):
         self.watchdog_s = watchdog_s
@@ -72,6 +72,7 @@ class ConveyorModel:
         self.state = "R" if prototype_compat else "W"
         self.steps_per_s = 800
         self.last_seq = 0
+        self.last_session = 0  # 0: none yet, or the last verdict had none (a version 1 PC)
         self.errors = 0
         self.acted: list[bool] = []  # every verdict acted on, in order (True = defect)
         self.last_rx = 0.0
@@ -89,7 +90,7 @@ class ConveyorModel:
             self._send(f"E,{state}")
 
     def _status(self) -> None:
-        self._send(f"S,{self.state},{self.steps_per_s},{self.last_seq},{self.errors}")
+        self._send(f"S,{self.state},{self.steps_per_s},{self.last_seq},{self.errors},{protocol.VERSION}")
 
     def _verdict(self, defect: bool) -> None:
         self.acted.append(defect)
@@ -125,26 +126,32 @@ class ConveyorModel:
                 self.splitter.dropped = 0
                 self._in_frame = False
 
+    @staticmethod
+    def _number(field: str, low: int, high: int) -> int | None:
+        return int(field) if field.isdigit() and len(field) <= 5 and low <= int(field) <= high else None
+
     def _line(self, line: bytes, now: float) -> None:
         body = check_frame(line)
-        f = body.split(",") if body else []
+        f = body.split(",") if body else [""]
         ok = True
-        if f == ["H"]:
+        # Fields after the known ones are a later version's additions: ignored (docs/protocols.md).
+        if f[0] == "H":
             pass
-        elif len(f) == 3 and f[0] == "V" and f[1].isdigit() and len(f[1]) <= 5 and 0 < int(f[1]) <= 65535 \
-                and f[2] in ("0", "1"):
+        elif f[0] == "V" and len(f) >= 3 and self._number(f[1], 1, 65535) and f[2] in ("0", "1"):
             seq = int(f[1])
-            if seq != self.last_seq:
-                self.last_seq = seq
+            session = (self._number(f[3], 1, 65535) or 0) if len(f) >= 4 else 0
+            resend = session != 0 and session == self.last_session and seq == self.last_seq
+            self.last_seq, self.last_session = seq, session
+            if not resend:
                 self._verdict(f[2] == "1")
             self._send(f"A,{seq}")
-        elif f == ["R"]:
+        elif f[0] == "R":
             self._set("R")
-        elif f == ["X"]:
+        elif f[0] == "X":
             self._set("C")
-        elif f == ["Q"]:
+        elif f[0] == "Q":
             self._status()
-        elif len(f) == 2 and f[0] == "P" and f[1].isdigit() and len(f[1]) <= 5 and 50 <= int(f[1]) <= 4000:
+        elif f[0] == "P" and len(f) >= 2 and self._number(f[1], 50, 4000):
             self.steps_per_s = int(f[1])
             self._status()
         else:
@@ -162,8 +169,8 @@ class ConveyorModel:
             self._status()
 
     def press_button(self, now: float) -> None:
-        """A debounced press of the resume button."""
-        if self.state != "R":
+        """A debounced press of the resume button: resumes from a stop, never from power-up."""
+        if self.state in ("D", "T", "C"):
             self.last_rx = now
             self._set("R")
 

@@ -4,6 +4,21 @@
 // Compile with -DPROTOTYPE_COMPAT for the prototype's behaviour (belt runs from power-up, no watchdog).
 #include "conveyor_logic.h"
 
+// The hardware watchdog: if loop() stops running (a hang, a stuck interrupt), the chip resets within
+// WATCHDOG_MS and every pin becomes an input; EN's external pull-up (docs/wiring.md) then disables the
+// driver. The Uno R3 (ATmega328P) uses the AVR watchdog; the Uno R4 core's WDT library is the same idea.
+#if defined(__AVR__)
+#include <avr/wdt.h>
+#define WATCHDOG_BEGIN() wdt_enable(WDTO_60MS)
+#define WATCHDOG_FEED() wdt_reset()
+#elif defined(ARDUINO_UNOR4_MINIMA) || defined(ARDUINO_UNOR4_WIFI)
+#include <WDT.h>
+#define WATCHDOG_BEGIN() WDT.begin(100)
+#define WATCHDOG_FEED() WDT.refresh()
+#else
+#error "no hardware watchdog for this board: add one before using the sketch on it"
+#endif
+
 const uint8_t PIN_STEP = 3, PIN_DIR = 4, PIN_EN = 5, PIN_LAMP = 6, PIN_BUTTON = 7;
 
 static gc::Settings make_settings() {
@@ -19,17 +34,22 @@ unsigned long last_step_us = 0;
 bool step_level = false;
 
 void setup() {
+#if defined(__AVR__)
+  MCUSR = 0;  // after a watchdog reset the watchdog stays on: clear its flag, then set our timeout
+#endif
+  WATCHDOG_BEGIN();
+  digitalWrite(PIN_EN, HIGH);  // driver off until the logic says run: HIGH before the pin drives,
+  pinMode(PIN_EN, OUTPUT);     // so EN never goes low for a moment at boot
   pinMode(PIN_STEP, OUTPUT);
   pinMode(PIN_DIR, OUTPUT);
-  pinMode(PIN_EN, OUTPUT);
   pinMode(PIN_LAMP, OUTPUT);
   pinMode(PIN_BUTTON, INPUT_PULLUP);
-  digitalWrite(PIN_EN, HIGH);  // driver off until the logic says run
   digitalWrite(PIN_DIR, HIGH);
   Serial.begin(115200);
 }
 
 void loop() {
+  WATCHDOG_FEED();
   unsigned long now = millis();
   while (Serial.available() > 0) conveyor.feed((char)Serial.read(), now);
   conveyor.button(digitalRead(PIN_BUTTON) == LOW, now);

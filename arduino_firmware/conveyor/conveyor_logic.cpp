@@ -116,8 +116,8 @@ size_t Conveyor::take_output(char* out, size_t cap) {
 
 void Conveyor::send_status() {
   char body[40];
-  snprintf(body, sizeof body, "S,%c,%u,%u,%lu", (char)state_, (unsigned)sps_, (unsigned)last_seq_,
-           (unsigned long)errors_);
+  snprintf(body, sizeof body, "S,%c,%u,%u,%lu,%u", (char)state_, (unsigned)sps_, (unsigned)last_seq_,
+           (unsigned long)errors_, (unsigned)kProtocolVersion);
   send(body);
 }
 
@@ -157,33 +157,58 @@ void Conveyor::feed(char c, uint32_t now_ms) {
   }
 }
 
+// True if the message letter stands alone or is followed by fields: "H", "H,..." (a later protocol
+// version may add fields at the end of any message; this one ignores what it does not know).
+static bool bare(const char* b) { return b[1] == 0 || b[1] == ','; }
+
+// Parses "V,<seq>,<d>[,<session>[,...]]". The session is the PC's random id for its connection
+// (1-65535); a verdict without one (a version 1 PC) or with one this version cannot read is
+// always acted on, so a defect is never mistaken for a resend.
+static bool parse_verdict(const char* b, uint16_t* seq, bool* defect, uint16_t* session) {
+  const char* end = b;
+  long s = parse_uint(b + 2, &end);
+  if (s < 1 || s > 65535 || *end != ',') return false;
+  long d = parse_uint(end + 1, &end);
+  if (d != 0 && d != 1) return false;
+  *seq = (uint16_t)s;
+  *defect = d == 1;
+  *session = 0;
+  if (*end == ',') {
+    long id = parse_uint(end + 1, &end);
+    if (id >= 1 && id <= 65535) *session = (uint16_t)id;
+  }
+  return true;
+}
+
 void Conveyor::on_body(const char* b, uint32_t now_ms) {
   const char* end = b;
   bool ok = true;
-  if (b[0] == 'H' && b[1] == 0) {
+  if (b[0] == 'H' && bare(b)) {
   } else if (b[0] == 'V' && b[1] == ',') {
-    long seq = parse_uint(b + 2, &end);
-    long d = (seq > 0 && seq <= 65535 && *end == ',') ? parse_uint(end + 1, &end) : -1;
-    if ((d == 0 || d == 1) && *end == 0) {
-      if ((uint16_t)seq != last_seq_) {
-        last_seq_ = (uint16_t)seq;
-        verdict(d == 1);
-      }
+    uint16_t seq, session;
+    bool defect;
+    if (parse_verdict(b, &seq, &defect, &session)) {
+      // Not acted on twice: the same verdict resent by the same PC connection. A new connection
+      // (a restarted PC, a reopened port) has a new session id, so its seq 1 is always new.
+      bool resend = session != 0 && session == last_session_ && seq == last_seq_;
+      last_seq_ = seq;
+      last_session_ = session;
+      if (!resend) verdict(defect);
       char body[12];
       snprintf(body, sizeof body, "A,%u", (unsigned)seq);
       send(body);
     } else {
       ok = false;
     }
-  } else if (b[0] == 'R' && b[1] == 0) {
+  } else if (b[0] == 'R' && bare(b)) {
     set_state(Belt::Running);
-  } else if (b[0] == 'X' && b[1] == 0) {
+  } else if (b[0] == 'X' && bare(b)) {
     set_state(Belt::Command);
-  } else if (b[0] == 'Q' && b[1] == 0) {
+  } else if (b[0] == 'Q' && bare(b)) {
     send_status();
   } else if (b[0] == 'P' && b[1] == ',') {
     long sps = parse_uint(b + 2, &end);
-    if (sps >= 50 && sps <= 4000 && *end == 0) {
+    if (sps >= 50 && sps <= 4000 && (*end == 0 || *end == ',')) {
       sps_ = (uint16_t)sps;
       send_status();
     } else {
@@ -218,7 +243,9 @@ void Conveyor::button(bool pressed, uint32_t now_ms) {
   }
   if (pressed != button_stable_ && (uint32_t)(now_ms - button_changed_ms_) >= settings_.debounce_ms) {
     button_stable_ = pressed;
-    if (pressed && state_ != Belt::Running) {
+    // Resume only from a stop (defect, watchdog, command). From power-up (W) only the PC starts
+    // the belt: a press with no PC attached would run it unwatched until the watchdog fires.
+    if (pressed && (state_ == Belt::Defect || state_ == Belt::Watchdog || state_ == Belt::Command)) {
       last_rx_ms_ = now_ms;  // give the PC a full watchdog period after a manual restart
       set_state(Belt::Running);
     }

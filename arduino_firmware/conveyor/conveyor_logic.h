@@ -1,6 +1,6 @@
 // Conveyor logic, shared by the Uno sketch and the host test build. No Arduino calls here:
 // time comes in as milliseconds, bytes come in one at a time, replies go out through a queue.
-// Protocol: docs/protocols.md (version 1).
+// Protocol: docs/protocols.md (version 2).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +8,7 @@
 namespace gc {
 
 const uint8_t kMaxLine = 48;
+const uint8_t kProtocolVersion = 2;  // sent as the last field of every status line
 
 // CRC-8 (polynomial 0x07, initial 0) of n bytes.
 uint8_t checksum(const char* s, size_t n);
@@ -56,6 +57,7 @@ class Conveyor {
   bool lamp() const { return state_ == Belt::Defect; }
   uint16_t steps_per_s() const { return sps_; }
   uint16_t last_seq() const { return last_seq_; }
+  uint16_t last_session() const { return last_session_; }
   uint32_t errors() const { return errors_; }
   uint32_t verdicts_acted() const { return acted_; }
 
@@ -74,12 +76,15 @@ class Conveyor {
   Belt state_;
   uint16_t sps_;
   uint16_t last_seq_ = 0;
+  uint16_t last_session_ = 0;  // 0: none yet, or the last verdict came without a session (v1 PC)
   uint32_t errors_ = 0;
   uint32_t acted_ = 0;
   uint32_t last_rx_ms_ = 0;
   uint32_t last_status_ms_ = 0;
-  bool button_level_ = false;
-  bool button_stable_ = false;
+  // Taken as held until seen released for the debounce time: a button held or stuck at power-up
+  // never starts the belt.
+  bool button_level_ = true;
+  bool button_stable_ = true;
   uint32_t button_changed_ms_ = 0;
   char out_[192];
   size_t out_len_ = 0;

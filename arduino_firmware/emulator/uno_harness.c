@@ -7,7 +7,12 @@
  * Every change of the STEP (PD3), EN (PD5) and lamp (PD6) pins is printed on stdout as
  *   PIN <name> <level> <emulated-ms>
  * with STEP changes summarised once per 10 ms of activity as "STEPS <count> <ms>", to keep the stream small.
+ * A pin's level is what the wiring sees: its output when the pin drives, else its external resistor:
+ * EN has the pull-up docs/wiring.md asks for (a floating EN reads 1, driver off), the lamp a pull-down.
  * Lines on stdin drive the resume button (PD7, active low): "BUTTON 1" presses it, "BUTTON 0" releases.
+ * "HANG" makes the firmware hang where it is (the instruction at the program counter becomes a jump to
+ * itself, as a corrupted stack or a stuck loop would); a reset (the hardware watchdog's) undoes it.
+ * Every reset of the chip is printed as "RESET <emulated-ms>".
  * Emulated time is paced to wall time (a cycle timer that sleeps), so timeouts mean real milliseconds.
  */
 #include <fcntl.h>
@@ -27,6 +32,13 @@ static uart_pty_t uart_pty;
 static struct timespec wall_start;
 static unsigned long step_count;
 static double last_step_report_ms;
+static void (*core_reset)(struct avr_t *);
+static long hang_addr = -1;            /* flash byte address patched by HANG, -1 if none */
+static uint8_t hang_saved[2];
+static int reported[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+static int button_pressed;
+
+enum { DDRD_ADDR = 0x2A, PORTD_ADDR = 0x2B };
 
 static double emulated_ms(void) { return avr->cycle * 1000.0 / avr->frequency; }
 
@@ -36,19 +48,42 @@ static double wall_ms(void) {
   return (now.tv_sec - wall_start.tv_sec) * 1000.0 + (now.tv_nsec - wall_start.tv_nsec) / 1e6;
 }
 
+/* The level the outside world sees on PD<bit>: the output if the pin drives, else the resistor. */
+static int wired_level(int bit, int pulled_up) {
+  if (avr->data[DDRD_ADDR] & (1 << bit)) return (avr->data[PORTD_ADDR] >> bit) & 1;
+  return pulled_up;
+}
+
+static void report_levels(void) {
+  static const char *names[] = {"EN", "LAMP"};
+  static const int bits[] = {5, 6}, pullups[] = {1, 0};
+  for (int i = 0; i < 2; i++) {
+    int level = wired_level(bits[i], pullups[i]);
+    if (level != reported[bits[i]]) {
+      reported[bits[i]] = level;
+      printf("PIN %s %d %.2f\n", names[i], level, emulated_ms());
+      fflush(stdout);
+    }
+  }
+}
+
 static void on_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
   (void)irq;
-  const char *name = (const char *)param;
-  if (strcmp(name, "STEP") == 0) {
-    step_count++;
-    return;
-  }
-  printf("PIN %s %u %.2f\n", name, value, emulated_ms());
-  fflush(stdout);
+  (void)value;
+  (void)param;
+  report_levels();
+}
+
+static void on_step(struct avr_irq_t *irq, uint32_t value, void *param) {
+  (void)irq;
+  (void)value;
+  (void)param;
+  step_count++;
 }
 
 /* The button pulls PD7 to ground when pressed; released, the pin floats to the pull-up. */
 static void set_button(struct avr_t *a, int pressed) {
+  button_pressed = pressed;
   avr_ioport_external_t ext = {.name = 'D', .mask = 1 << 7, .value = pressed ? 0 : (1 << 7)};
   avr_ioctl(a, AVR_IOCTL_IOPORT_SET_EXTERNAL('D'), &ext);
   avr_raise_irq(avr_io_getirq(a, AVR_IOCTL_IOPORT_GETIRQ('D'), 7), pressed ? 0 : 1);
@@ -70,15 +105,36 @@ static avr_cycle_count_t pace(struct avr_t *a, avr_cycle_count_t when, void *par
     step_count = 0;
     last_step_report_ms = emulated_ms();
   }
+  report_levels();
   char line[64];
   ssize_t n = read(STDIN_FILENO, line, sizeof line - 1);
   if (n > 0) {
     line[n] = 0;
     if (strncmp(line, "BUTTON ", 7) == 0) {
       set_button(a, atoi(line + 7));
+    } else if (strncmp(line, "HANG", 4) == 0 && hang_addr < 0) {
+      hang_addr = (long)a->pc;
+      memcpy(hang_saved, a->flash + hang_addr, 2);
+      a->flash[hang_addr] = 0xFF; /* rjmp .-2 (0xCFFF, little-endian): a jump to itself */
+      a->flash[hang_addr + 1] = 0xCF;
+      printf("HUNG %.2f\n", emulated_ms());
+      fflush(stdout);
     }
   }
   return when + a->frequency / 1000;
+}
+
+/* A reset (power-up, or the watchdog's): undo a HANG, report it, keep pacing. */
+static void on_reset(struct avr_t *a) {
+  if (core_reset) core_reset(a);
+  if (hang_addr >= 0) {
+    memcpy(a->flash + hang_addr, hang_saved, 2);
+    hang_addr = -1;
+  }
+  set_button(a, button_pressed); /* the button is wired, not part of the chip: a reset leaves it as it is */
+  printf("RESET %.2f\n", emulated_ms());
+  fflush(stdout);
+  avr_cycle_timer_register(a, a->frequency / 1000, pace, NULL);
 }
 
 int main(int argc, char **argv) {
@@ -104,11 +160,14 @@ int main(int argc, char **argv) {
   uart_pty_init(avr, &uart_pty);
   uart_pty_connect(&uart_pty, '0');
 
-  static const char *names[] = {"STEP", "EN", "LAMP"};
-  static const int pins[] = {3, 5, 6};
-  for (int i = 0; i < 3; i++)
-    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), pins[i]), on_pin, (void *)names[i]);
+  avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), 3), on_step, NULL);
+  avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), IOPORT_IRQ_PIN_ALL), on_pin, NULL);
+  avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), IOPORT_IRQ_DIRECTION_ALL), on_pin,
+                          NULL);
   set_button(avr, 0);
+  core_reset = avr->reset;
+  avr->reset = on_reset;
+  report_levels(); /* power-up: every pin an input */
 
   fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
   clock_gettime(CLOCK_MONOTONIC, &wall_start);

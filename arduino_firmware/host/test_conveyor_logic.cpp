@@ -72,10 +72,10 @@ static void test_waits_for_resume_then_runs() {
 static void test_defect_stops_and_acks_once() {
   Conveyor c;
   send(c, framed("R"), 0);
-  send(c, framed("V,1,0"), 5);
+  send(c, framed("V,1,0,77"), 5);
   CHECK(c.running());
   CHECK(output(c).find(framed("A,1")) != std::string::npos);
-  send(c, framed("V,2,1"), 10);
+  send(c, framed("V,2,1,77"), 10);
   CHECK(c.state() == Belt::Defect);
   CHECK(c.lamp());
   std::string out = output(c);
@@ -83,16 +83,57 @@ static void test_defect_stops_and_acks_once() {
   CHECK(out.find(framed("E,D")) != std::string::npos);
   CHECK(c.verdicts_acted() == 2);
   send(c, framed("R"), 20);
-  send(c, framed("V,2,1"), 30);  // a resend of seq 2: acknowledged, not acted on
+  send(c, framed("V,2,1,77"), 30);  // a resend of seq 2: acknowledged, not acted on
   CHECK(c.running());
   CHECK(c.verdicts_acted() == 2);
   CHECK(output(c).find(framed("A,2")) != std::string::npos);
 }
 
+// Issue 13 item 1: the PC restarts (new session id) and its first verdict, seq 1, is a defect,
+// while the last verdict of the old session was also seq 1. It must stop the belt.
+static void test_restarted_pc_defect_with_reused_seq_stops_the_belt() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  send(c, framed("V,1,0,4242"), 5);  // old session ends at seq 1
+  CHECK(c.running());
+  send(c, framed("V,1,1,917"), 10);  // new session, seq 1 again, a defect
+  CHECK(c.state() == Belt::Defect);
+  CHECK(c.verdicts_acted() == 2);
+  CHECK(c.last_session() == 917);
+}
+
+// A version 1 PC sends no session: every verdict is acted on (never mistaken for a resend).
+static void test_verdict_without_session_is_always_acted_on() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  send(c, framed("V,3,1"), 5);
+  CHECK(c.state() == Belt::Defect);
+  send(c, framed("R"), 10);
+  send(c, framed("V,3,1"), 15);
+  CHECK(c.state() == Belt::Defect);
+  CHECK(c.verdicts_acted() == 2);
+}
+
+// Issue 13 item 4: fields a later version adds at the end are ignored, not garbage.
+static void test_unknown_extra_fields_are_ignored() {
+  Conveyor c;
+  send(c, framed("R,later"), 0);
+  CHECK(c.running());
+  send(c, framed("V,29,0,5,extra,fields"), 1);
+  CHECK(output(c).find(framed("A,29")) != std::string::npos);
+  send(c, framed("V,30,0,extra"), 2);  // an unreadable session: acted on and acknowledged
+  CHECK(output(c).find(framed("A,30")) != std::string::npos);
+  send(c, framed("H,1"), 3);
+  send(c, framed("P,900,x"), 4);
+  CHECK(c.steps_per_s() == 900);
+  CHECK(c.errors() == 0);
+  CHECK(c.verdicts_acted() == 2);
+}
+
 static void test_bad_fields_count_as_errors() {
   Conveyor c;
   send(c, framed("R"), 0);
-  const char* bad[] = {"V,0,1", "V,70000,1", "V,5,2", "V,5", "V,,1", "V,5,1,9", "P,10", "P,9000", "Z", "HX"};
+  const char* bad[] = {"V,0,1", "V,70000,1", "V,5,2", "V,5", "V,,1", "V,5,1x", "P,10", "P,9000", "Z", "HX"};
   for (const char* b : bad) send(c, framed(b), 1);
   CHECK(c.errors() == 10);
   CHECK(c.running());
@@ -121,6 +162,8 @@ static void test_watchdog_stops_and_stays_stopped() {
 
 static void test_button_debounced_resume() {
   Conveyor c;
+  c.button(false, 0);
+  c.button(false, 40);  // seen released after power-up
   send(c, framed("R"), 0);
   send(c, framed("V,1,1"), 1);
   CHECK(c.state() == Belt::Defect);
@@ -133,11 +176,26 @@ static void test_button_debounced_resume() {
   CHECK(c.running());
 }
 
+// Issue 13 item 5: a button held (or stuck) at power-up never starts the belt, and a press in the
+// power-up state (no PC yet) does nothing; after a release, a press resumes from a stop.
+static void test_held_button_at_power_up_does_not_start_the_belt() {
+  Conveyor c;
+  for (uint32_t t = 0; t <= 2000; t += 5) c.button(true, t);
+  CHECK(c.state() == Belt::Waiting);
+  for (uint32_t t = 2005; t <= 2100; t += 5) c.button(false, t);
+  for (uint32_t t = 2105; t <= 2200; t += 5) c.button(true, t);
+  CHECK(c.state() == Belt::Waiting);  // no resume from power-up: only the PC starts the belt
+  send(c, framed("X"), 2300);
+  for (uint32_t t = 2305; t <= 2400; t += 5) c.button(false, t);
+  for (uint32_t t = 2405; t <= 2500; t += 5) c.button(true, t);
+  CHECK(c.running());  // from a stop, a press resumes
+}
+
 static void test_status_and_speed() {
   Conveyor c;
   send(c, framed("P,1200"), 0);
   CHECK(c.steps_per_s() == 1200);
-  CHECK(output(c).find(framed("S,W,1200,0,0")) != std::string::npos);
+  CHECK(output(c).find(framed("S,W,1200,0,0,2")) != std::string::npos);  // last field: protocol version
   c.tick(500);
   CHECK(output(c).find("$S,W,1200") != std::string::npos);
   send(c, framed("X"), 600);
@@ -182,9 +240,13 @@ int main() {
   test_reader_rejects_garbage();
   test_waits_for_resume_then_runs();
   test_defect_stops_and_acks_once();
+  test_restarted_pc_defect_with_reused_seq_stops_the_belt();
+  test_verdict_without_session_is_always_acted_on();
+  test_unknown_extra_fields_are_ignored();
   test_bad_fields_count_as_errors();
   test_watchdog_stops_and_stays_stopped();
   test_button_debounced_resume();
+  test_held_button_at_power_up_does_not_start_the_belt();
   test_status_and_speed();
   test_prototype_compat();
   test_bare_verdict_bytes_need_compat_mode();
