@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -63,11 +64,18 @@ def _image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
+def _json_number(x: float, digits: int | None = None) -> float | None:
+    """A score for JSON: null when it is not a finite number (bare NaN is not valid JSON)."""
+    if not math.isfinite(x):
+        return None
+    return round(x, digits) if digits is not None else x
+
+
 def _verdict_json(file_or_part: dict, anomaly: bool, density: float, error: float, thresholds, model_id: str) -> str:
-    return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok", "density": round(density, 4),
-                       "reconstruction_error": error, "density_threshold": thresholds.density,
-                       "reconstruction_threshold": thresholds.reconstruction, "rule": thresholds.rule,
-                       "model_id": model_id})
+    return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok",
+                       "density": _json_number(density, 4), "reconstruction_error": _json_number(error),
+                       "density_threshold": thresholds.density, "reconstruction_threshold": thresholds.reconstruction,
+                       "rule": thresholds.rule, "model_id": model_id}, allow_nan=False)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -77,6 +85,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if bool(args.images) == bool(args.source):
         raise GutcheckError("give image files/folders or --source, not both and not neither")
+    if args.images and (args.conveyor or args.log_dir):
+        # Never accept an option and then not act on it: verdicts that silently reach no belt.
+        raise GutcheckError("--conveyor and --log-dir work with --source (a live stream), not with image files; "
+                            "use --source folder:PATH --mode continuous for a folder of images")
     bundle = load_bundle(Path(args.model))
     if args.source:
         return _inspect_source(args, bundle)
@@ -102,7 +114,7 @@ def _inspect_source(args: argparse.Namespace, bundle) -> int:
     from capture.sources import open_source
 
     source = open_source(args.source)
-    conveyor = ConveyorLink(args.conveyor).start() if args.conveyor else None
+    conveyor = ConveyorLink(args.conveyor).start(require_open=True) if args.conveyor else None
     log = InspectionLog(Path(args.log_dir)) if args.log_dir else None
     inspector = Inspector(bundle, source, args.mode, conveyor, log).start()
     try:

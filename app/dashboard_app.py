@@ -25,6 +25,15 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
         folder = Path(tempfile.mkdtemp(prefix="gutcheck-devices-"))
         sims = [KnobBoxSimulator(folder / "knobs").start(), ConveyorSimulator(folder / "conveyor").start()]
         knobs, conveyor = str(sims[0].path), str(sims[1].path)
+    # Links named on the command line or in the settings must open now: a station whose verdicts
+    # would reach no belt does not start (one line, exit 2), before any window opens.
+    knob_link = KnobLink(knobs).start(require_open=True) if knobs else None
+    try:
+        conveyor_link = ConveyorLink(conveyor).start(require_open=True) if conveyor else None
+    except GutcheckError:
+        if knob_link is not None:
+            knob_link.close()
+        raise
     root = ttk.Window(themename="flatly")
     bundle, problem = None, None
     if model:
@@ -32,8 +41,6 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
             bundle = load_bundle(Path(model))
         except GutcheckError as exc:
             problem = f"cannot open the model: {exc}"
-    knob_link = KnobLink(knobs).start() if knobs else None
-    conveyor_link = ConveyorLink(conveyor).start() if conveyor else None
     if conveyor_link is not None and simulate_devices:  # the simulated belt starts running, as a demo should
         import time
 

@@ -10,6 +10,7 @@ import tomli_w
 
 from capture.errors import GutcheckError
 from capture.imageio import write_bytes_atomic
+from model_builder.scoring import finite_number
 
 
 @dataclass
@@ -40,9 +41,9 @@ def load_settings(path: Path) -> Settings:
         raise GutcheckError(f"{path}: unknown settings {', '.join(unknown)}")
     try:
         s = Settings(**data)
-        s.density_threshold = float(s.density_threshold)
-        s.reconstruction_threshold = float(s.reconstruction_threshold)
-    except (TypeError, ValueError) as exc:
+        s.density_threshold = finite_number(s.density_threshold, "density_threshold")
+        s.reconstruction_threshold = finite_number(s.reconstruction_threshold, "reconstruction_threshold")
+    except (TypeError, ValueError, GutcheckError) as exc:
         raise GutcheckError(f"{path}: bad value in settings ({exc})") from None
     return s
 

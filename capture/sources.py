@@ -89,6 +89,7 @@ class CaptureSource(Source):
         self.cap: cv2.VideoCapture | None = None
         self.retries = 0
         self._next_try = 0.0
+        self._first: np.ndarray | None = None
         if open_now and not self._open():
             raise GutcheckError(f"{name}: cannot open it (no such camera, file or stream, or it is busy)")
 
@@ -106,7 +107,22 @@ class CaptureSource(Source):
         self.status = "open"
         return True
 
+    def open_video_file(self) -> bool:
+        """Open a video file and decode its first frame (kept for the first read): a file OpenCV
+        opens but cannot decode (a text file, a damaged video) is refused here, not run as empty."""
+        if not self._open():
+            return False
+        ok, image = self.cap.read()
+        if not ok or image is None:
+            self.close()
+            return False
+        self._first = to_bgr8(image)
+        return True
+
     def _grab(self) -> tuple[np.ndarray, dict] | None:
+        if self._first is not None:
+            image, self._first = self._first, None
+            return image, {}
         if self.cap is None:
             if time.monotonic() < self._next_try:
                 time.sleep(0.01)
@@ -185,13 +201,40 @@ class SyntheticSource(Source):
         return f.image, {"part_number": f.part_number, "truth": f.truth, "phase": f.phase}
 
 
-def _options(text: str) -> dict[str, str]:
-    opts = {}
-    for item in filter(None, text.split(",")):
-        if "=" not in item:
-            raise GutcheckError(f"bad source option {item!r}: expected name=value")
-        k, v = item.split("=", 1)
-        opts[k.strip()] = v.strip()
+# The options each source kind takes: name -> (type, lowest, highest). One table, so the message for
+# a typo can list what is allowed and nothing unknown is silently ignored.
+SOURCE_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
+    "cam": {"width": (int, 1, 16384), "height": (int, 1, 16384), "fps": (int, 1, 1000)},
+    "synthetic": {"seed": (int, 0, 2**31 - 1), "parts": (int, 1, 1_000_000), "defects": (float, 0.0, 1.0),
+                  "size": (int, 32, 4096), "fps": (float, 0.0, 1000.0)},
+}
+
+
+def _options(kind: str, text: str) -> dict[str, object]:
+    """`name=value,...` checked against SOURCE_OPTIONS[kind] (and `backend` for cameras)."""
+    allowed = SOURCE_OPTIONS[kind]
+    names = sorted([*allowed, "backend"] if kind == "cam" else allowed)
+    opts: dict[str, object] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        k, eq, v = (part.strip() for part in item.partition("="))
+        if not eq:
+            raise GutcheckError(f"bad {kind} source option {item!r}: expected name=value ({', '.join(names)})")
+        if kind == "cam" and k == "backend":
+            if v not in BACKENDS:
+                raise GutcheckError(f"unknown camera backend {v!r}; known: {', '.join(BACKENDS)}")
+            opts[k] = v
+            continue
+        if k not in allowed:
+            raise GutcheckError(f"unknown {kind} source option {k!r}; allowed: {', '.join(names)}")
+        kind_type, low, high = allowed[k]
+        try:
+            value = kind_type(v)
+        except ValueError:
+            raise GutcheckError(f"{kind} source option {k}={v!r}: not a{'n integer' if kind_type is int else ' number'}") \
+                from None
+        if not low <= value <= high:  # also refuses NaN
+            raise GutcheckError(f"{kind} source option {k}={v}: must be between {low:g} and {high:.10g}")
+        opts[k] = value
     return opts
 
 
@@ -204,20 +247,23 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: int = 30,
             index_text, _, opt_text = rest.partition(",")
             if not index_text.isdigit():
                 raise GutcheckError(f"bad camera source {spec!r}: expected cam:N, N a number (cam:0, cam:1)")
-            o = _options(opt_text)
-            return CaptureSource(int(index_text), spec, False, int(o.get("width", width)),
-                                 int(o.get("height", height)), int(o.get("fps", fps)), o.get("backend", backend))
+            o = _options("cam", opt_text)
+            return CaptureSource(int(index_text), spec, False, o.get("width", width), o.get("height", height),
+                                 o.get("fps", fps), o.get("backend", backend))
         if kind == "file":
             path = Path(rest)
             if not path.is_file():
                 raise GutcheckError(f"{path}: no such video file")
-            return CaptureSource(str(path), spec, True, backend="auto")
+            source = CaptureSource(str(path), spec, True, backend="auto", open_now=False)
+            if not source.open_video_file():
+                raise GutcheckError(f"{path}: not a readable video (OpenCV cannot decode a frame of it)")
+            return source
         if kind == "folder":
             return FolderSource(Path(rest))
         if kind == "synthetic":
-            o = _options(rest)
-            return SyntheticSource(int(o.get("seed", 0)), int(o.get("parts", 40)), float(o.get("defects", 0.3)),
-                                   int(o.get("size", 256)), float(o.get("fps", 0)))
+            o = _options("synthetic", rest)
+            return SyntheticSource(o.get("seed", 0), o.get("parts", 40), o.get("defects", 0.3), o.get("size", 256),
+                                   o.get("fps", 0.0))
         if kind in ("rtsp", "http", "https"):
             return CaptureSource(spec, spec, False, backend="ffmpeg")
     except ValueError as exc:

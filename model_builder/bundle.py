@@ -22,7 +22,7 @@ from capture.imageio import FOLDER_MODE, write_bytes_atomic
 from capture.trash import move_to_trash
 from model_builder.density import LatentDensity
 from model_builder.preprocess import Preprocessing
-from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Thresholds
+from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Thresholds, finite_number
 
 FORMAT = "gutcheck-bundle"
 FORMAT_VERSION = 1
@@ -112,7 +112,9 @@ def read_meta(path: Path) -> dict:
         raise GutcheckError(f"{path}: not a Gutcheck model bundle ({META_FILE} missing)") from None
     except (OSError, ValueError) as exc:
         raise GutcheckError(f"{meta_path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise GutcheckError(f"{meta_path}: not a Gutcheck model bundle (a JSON {type(meta).__name__}, not a table)")
+    if meta.get("format") != FORMAT:
         raise GutcheckError(f"{path}: not a Gutcheck model bundle (format is {meta.get('format')!r})")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
@@ -121,6 +123,36 @@ def read_meta(path: Path) -> dict:
             f"(reads version {FORMAT_VERSION}); update Gutcheck or rebuild the model"
         )
     return meta
+
+
+def _section(meta: dict, key: str) -> dict:
+    value = meta.get(key)
+    if not isinstance(value, dict):
+        raise GutcheckError(f"{key} must be a table of values, not {type(value).__name__}")
+    return value
+
+
+def _good_statistics(meta: dict) -> GoodStatistics:
+    stats = GoodStatistics(**_section(meta, "good_statistics"))
+    for name, value in vars(stats).items():
+        finite_number(value, f"good_statistics.{name}")
+    if stats.density_spread <= 0 or stats.error_spread <= 0:
+        raise GutcheckError("good_statistics: spreads must be positive")
+    return stats
+
+
+def _knob_ranges(meta: dict) -> dict[str, list[float]]:
+    ranges = _section(meta, "knob_ranges")
+    out = {}
+    for key in ("density", "reconstruction"):
+        pair = ranges.get(key)
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise GutcheckError(f"knob_ranges.{key} must be [low, high]")
+        lo, hi = (finite_number(v, f"knob_ranges.{key}") for v in pair)
+        if not lo < hi:
+            raise GutcheckError(f"knob_ranges.{key}: low {lo} is not below high {hi}")
+        out[key] = [lo, hi]
+    return out
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -139,13 +171,15 @@ def load_bundle(path: Path) -> Bundle:
         return Bundle(
             model=model,
             density=density,
-            preprocessing=Preprocessing(**meta["preprocessing"]),
-            thresholds=Thresholds(**meta["thresholds"]),
-            good_statistics=GoodStatistics(**meta["good_statistics"]),
-            knob_ranges=meta["knob_ranges"],
-            reconstruction_score=ReconstructionScore(**meta["reconstruction_score"]),
+            preprocessing=Preprocessing(**_section(meta, "preprocessing")),
+            thresholds=Thresholds(**_section(meta, "thresholds")),
+            good_statistics=_good_statistics(meta),
+            knob_ranges=_knob_ranges(meta),
+            reconstruction_score=ReconstructionScore(**_section(meta, "reconstruction_score")),
             meta=meta,
             path=path,
         )
-    except (OSError, KeyError, TypeError, ValueError) as exc:
+    except GutcheckError as exc:
+        raise GutcheckError(f"{path / META_FILE}: {exc}; rebuild the model") from None
+    except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise GutcheckError(f"{path}: damaged bundle ({type(exc).__name__}: {exc})") from None

@@ -3,6 +3,7 @@ and a verdict under the two-threshold rule."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -13,6 +14,17 @@ from model_builder.density import LatentDensity
 from model_builder.preprocess import Preprocessing
 
 RULES = ("and", "or")
+
+
+def finite_number(value: object, what: str) -> float:
+    """`value` as a float if it is a finite real number, else a one-line GutcheckError.
+
+    Every threshold passes here: a NaN threshold makes every comparison false, so the rule would
+    pass every part, defects included."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise GutcheckError(f"{what} must be a finite number, not {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,9 @@ class Thresholds:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise GutcheckError(f"rule must be 'and' or 'or', not {self.rule!r}")
+        object.__setattr__(self, "density", finite_number(self.density, "the density threshold"))
+        object.__setattr__(self, "reconstruction", finite_number(self.reconstruction,
+                                                                 "the reconstruction error threshold"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,12 +56,15 @@ class Thresholds:
 
 
 def is_anomaly(density: np.ndarray, error: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """The two-threshold rule, elementwise."""
-    low_density = np.asarray(density) < thresholds.density
-    high_error = np.asarray(error) > thresholds.reconstruction
+    """The two-threshold rule, elementwise. A score that is not a finite number (NaN from a broken
+    frame or model) is an anomaly whatever the rule: doubt never lets a part through."""
+    density, error = np.asarray(density), np.asarray(error)
+    low_density = density < thresholds.density
+    high_error = error > thresholds.reconstruction
+    unknown = ~np.isfinite(density) | ~np.isfinite(error)
     if thresholds.rule == "and":
-        return low_density & high_error
-    return low_density | high_error
+        return (low_density & high_error) | unknown
+    return low_density | high_error | unknown
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,9 @@ class ConveyorLink:
                     self._cond.wait(min(self.heartbeat_s, 0.05))
 
     # -- life cycle -----------------------------------------------------------------------------
-    def start(self) -> "ConveyorLink":
-        self.link.start()
+    def start(self, require_open: bool = False) -> "ConveyorLink":
+        """Start; with `require_open` a port that cannot be opened now is a GutcheckError."""
+        self.link.start(require_open)
         self._sender.start()
         return self
 

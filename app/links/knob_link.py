@@ -42,8 +42,9 @@ class KnobLink:
     def state(self) -> str:
         return self.link.state()
 
-    def start(self) -> "KnobLink":
-        self.link.start()
+    def start(self, require_open: bool = False) -> "KnobLink":
+        """Start; with `require_open` a port that cannot be opened now is a GutcheckError."""
+        self.link.start(require_open)
         return self
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ from typing import Callable
 
 import serial
 
+from capture.errors import GutcheckError
+
 CONNECTED, STALE, LOST = "connected", "stale", "lost"
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
 
@@ -34,6 +36,7 @@ class SerialLink:
         self.last_valid: float | None = None
         self.connects = 0
         self.last_error = ""
+        self._opened_at = 0.0
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,7 +53,18 @@ class SerialLink:
         return None if self.last_valid is None else time.monotonic() - self.last_valid
 
     # -- life cycle ---------------------------------------------------------------------------
-    def start(self) -> "SerialLink":
+    def start(self, require_open: bool = False) -> "SerialLink":
+        """Start the reader thread. With `require_open` the port is opened here first and a port that
+        cannot be opened is a GutcheckError: a link named on the command line or in the settings is
+        never skipped silently. Later drops are reopened with backoff and shown by state()."""
+        if require_open:
+            try:
+                port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.02)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise GutcheckError(f"{self.name} port {self.url!r} cannot be opened ({reason}); check the cable "
+                                    f"and the port name (`python -m serial.tools.list_ports` lists them)") from None
+            self._adopt(port)
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-reader", daemon=True)
         self._thread.start()
         return self
@@ -83,6 +97,13 @@ class SerialLink:
             except (serial.SerialException, OSError):
                 pass
 
+    def _adopt(self, port: serial.SerialBase) -> None:
+        with self._write_lock:
+            self.port = port
+        self.connects += 1
+        self.last_valid = None
+        self._opened_at = time.monotonic()
+
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
@@ -94,11 +115,7 @@ class SerialLink:
                     self._stop.wait(self.backoff_s[min(attempt, len(self.backoff_s) - 1)])
                     attempt += 1
                     continue
-                with self._write_lock:
-                    self.port = port
-                self.connects += 1
-                self.last_valid = None
-                opened_at = time.monotonic()
+                self._adopt(port)
                 attempt = 0
             try:
                 data = self.port.read(self.port.in_waiting or 1)  # returns as soon as a byte is there
@@ -110,6 +127,6 @@ class SerialLink:
             if data and self.on_bytes(data):
                 self.last_valid = now
             # Silence for too long (a Bluetooth link that died without an error): reopen.
-            if now - (self.last_valid or opened_at) > self.lost_after_s:
+            if now - (self.last_valid or self._opened_at) > self.lost_after_s:
                 self.last_error = f"nothing valid for {self.lost_after_s:g} s"
                 self._drop_port()

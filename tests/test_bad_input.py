@@ -1,0 +1,135 @@
+"""Bad input, as a careless user or technician gives it: every case ends in exit code 2 and one
+line `gutcheck: error: ...`, never a traceback, never a defect passed, and nothing on disk changed.
+
+One case per line: (name, how to damage the files, command line, words the message must hold).
+The command runs in this process (TensorFlow loads once); test_cli.py runs the real executable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from capture.errors import GutcheckError
+
+
+def run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def edit_meta(change):
+    def damage(model: Path, work: Path) -> None:
+        meta = json.loads((model / "bundle.json").read_text())
+        meta = change(meta)
+        (model / "bundle.json").write_text(json.dumps(meta))  # json.dumps writes NaN as a bare NaN
+    return damage
+
+
+def set_key(section: str, key: str, value):
+    def change(meta):
+        meta[section][key] = value
+        return meta
+    return change
+
+
+def text_file(model: Path, work: Path) -> None:
+    (work / "notes.txt").write_text("not a video\n")
+
+
+def nothing(model: Path, work: Path) -> None:
+    pass
+
+
+IMAGE = "{image}"
+CASES = [
+    # issue 14 item 1: a defect must never pass
+    ("NaN density threshold", edit_meta(set_key("thresholds", "density", float("nan"))), [IMAGE], ["finite"]),
+    ("NaN error threshold", edit_meta(set_key("thresholds", "reconstruction", float("nan"))), [IMAGE], ["finite"]),
+    ("infinite threshold", edit_meta(set_key("thresholds", "density", float("-inf"))), [IMAGE], ["finite"]),
+    ("threshold as a string", edit_meta(set_key("thresholds", "density", "-40")), [IMAGE], ["finite"]),
+    ("threshold null", edit_meta(set_key("thresholds", "reconstruction", None)), [IMAGE], ["finite"]),
+    ("NaN knob range", edit_meta(set_key("knob_ranges", "density", [float("nan"), 1.0])), [IMAGE], ["knob_ranges"]),
+    ("NaN good statistics", edit_meta(set_key("good_statistics", "density_spread", float("nan"))), [IMAGE],
+     ["good_statistics"]),
+    ("bundle.json is a list", edit_meta(lambda meta: [meta]), [IMAGE], ["not a Gutcheck model bundle"]),
+    ("thresholds is a list", edit_meta(lambda meta: {**meta, "thresholds": [1, 2]}), [IMAGE], ["thresholds"]),
+    # issue 14 item 2: verdicts must not vanish
+    ("conveyor port missing", nothing, ["--source", "synthetic:parts=2", "--conveyor", "/dev/gutcheck-no-such-port"],
+     ["conveyor port", "cannot be opened"]),
+    ("conveyor with image files", nothing, [IMAGE, "--conveyor", "loop://"], ["--conveyor", "--source"]),
+    ("unknown source option", nothing, ["--source", "synthetic:garbage=1"], ["unknown synthetic source option",
+                                                                           "allowed"]),
+    ("negative part count", nothing, ["--source", "synthetic:parts=-5"], ["parts=-5", "between"]),
+    ("NaN defect share", nothing, ["--source", "synthetic:defects=nan"], ["defects=nan"]),
+    ("not a number", nothing, ["--source", "synthetic:seed=x"], ["seed", "integer"]),
+    ("camera option typo", nothing, ["--source", "cam:0,widht=640"], ["unknown cam source option 'widht'"]),
+    ("video that is a text file", text_file, ["--source", "file:{work}/notes.txt"], ["not a readable video"]),
+    ("unknown source kind", nothing, ["--source", "webcam:0"], ["unknown source"]),
+]
+
+
+@pytest.mark.parametrize("name,damage,args,fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(name, damage, args, fragments, tiny_bundle, small_dataset,
+                                                          tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bundle, model)
+    work = tmp_path / "work"
+    work.mkdir()
+    damage(model, work)
+    image = small_dataset / "test" / "good" / "000.png"
+    args = [a.format(image=image, work=work) for a in args]
+    before = snapshot(tmp_path)
+    code, out, err = run(["inspect", "--model", model, *args])
+    lines = err.strip().splitlines()
+    print(f"\n{name}: exit {code}: {err.strip()}")
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("gutcheck: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert out == ""  # no verdict printed under a doubtful model or link
+    assert snapshot(tmp_path) == before
+
+
+def test_a_score_that_is_not_a_number_is_an_anomaly_under_either_rule():
+    from model_builder.scoring import Thresholds, is_anomaly
+
+    density = np.array([np.nan, -10.0, -10.0, np.inf])
+    error = np.array([0.01, np.nan, 0.01, 0.01])
+    for rule in ("or", "and"):
+        assert is_anomaly(density, error, Thresholds(-50.0, 0.1, rule)).tolist() == [True, True, False, True]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", '"-40"'])
+def test_settings_with_a_threshold_that_is_not_a_finite_number_are_refused(tmp_path, value):
+    from app.settings import load_settings
+
+    path = tmp_path / "gutcheck-settings.toml"
+    path.write_text(f"density_threshold = {value}\n")
+    with pytest.raises(GutcheckError, match="finite"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "1", None, True])
+def test_thresholds_refuse_what_is_not_a_finite_number(value):
+    from model_builder.scoring import Thresholds
+
+    with pytest.raises(GutcheckError, match="finite"):
+        Thresholds(value, 0.1)
+    with pytest.raises(GutcheckError, match="finite"):
+        Thresholds(-10.0, value)
