@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -48,5 +50,21 @@ def load_settings(path: Path) -> Settings:
     return s
 
 
-def save_settings(path: Path, settings: Settings) -> None:
-    write_bytes_atomic(Path(path), tomli_w.dumps(asdict(settings)).encode())
+def save_settings(path: Path, settings: Settings) -> Path | None:
+    """Write the settings atomically. A file there that does not load (damaged, or settings this
+    version does not know) is first moved to a dated backup beside it, never overwritten; returns
+    the backup's path, or None when there was nothing to keep."""
+    path = Path(path)
+    backup = None
+    if path.exists():
+        try:
+            load_settings(path)
+        except GutcheckError:
+            backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+            n = 1
+            while backup.exists():
+                n += 1
+                backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
+            os.replace(path, backup)
+    write_bytes_atomic(path, tomli_w.dumps(asdict(settings)).encode())
+    return backup

@@ -54,13 +54,22 @@ class QualityGates:
         return cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
+def path_component(name: str, what: str) -> str:
+    """`name` if it is one plain folder name (no separators, not . or .., not hidden), else a clear
+    error: a part or label like ../../x would write outside the dataset folder."""
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0") or \
+            name != name.strip():
+        raise GutcheckError(f"bad {what} {name!r}: use one plain folder name (letters, digits, - and _)")
+    return name
+
+
 class DatasetWriter:
     """Writes images into datasets/<part>/<split>/<label>/ in MVTec layout, atomically, each with a
     manifest line; trashes and restores image folders (nothing is ever hard-deleted)."""
 
     def __init__(self, datasets: Path, part: str, split: str = "train", label: str = "good"):
-        if not part or "/" in part or part.startswith("."):
-            raise GutcheckError(f"bad part name {part!r}")
+        path_component(part, "part name")
+        path_component(label, "label")
         if split not in ("train", "test"):
             raise GutcheckError(f"split must be train or test, not {split!r}")
         if split == "train" and label != "good":

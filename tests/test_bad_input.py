@@ -57,30 +57,39 @@ def nothing(model: Path, work: Path) -> None:
 
 
 IMAGE = "{image}"
+INSPECT = ["inspect", "--model", "{model}"]
 CASES = [
     # issue 14 item 1: a defect must never pass
-    ("NaN density threshold", edit_meta(set_key("thresholds", "density", float("nan"))), [IMAGE], ["finite"]),
-    ("NaN error threshold", edit_meta(set_key("thresholds", "reconstruction", float("nan"))), [IMAGE], ["finite"]),
-    ("infinite threshold", edit_meta(set_key("thresholds", "density", float("-inf"))), [IMAGE], ["finite"]),
-    ("threshold as a string", edit_meta(set_key("thresholds", "density", "-40")), [IMAGE], ["finite"]),
-    ("threshold null", edit_meta(set_key("thresholds", "reconstruction", None)), [IMAGE], ["finite"]),
-    ("NaN knob range", edit_meta(set_key("knob_ranges", "density", [float("nan"), 1.0])), [IMAGE], ["knob_ranges"]),
-    ("NaN good statistics", edit_meta(set_key("good_statistics", "density_spread", float("nan"))), [IMAGE],
+    ("NaN density threshold", edit_meta(set_key("thresholds", "density", float("nan"))), [*INSPECT, IMAGE], ["finite"]),
+    ("NaN error threshold", edit_meta(set_key("thresholds", "reconstruction", float("nan"))), [*INSPECT, IMAGE], ["finite"]),
+    ("infinite threshold", edit_meta(set_key("thresholds", "density", float("-inf"))), [*INSPECT, IMAGE], ["finite"]),
+    ("threshold as a string", edit_meta(set_key("thresholds", "density", "-40")), [*INSPECT, IMAGE], ["finite"]),
+    ("threshold null", edit_meta(set_key("thresholds", "reconstruction", None)), [*INSPECT, IMAGE], ["finite"]),
+    ("NaN knob range", edit_meta(set_key("knob_ranges", "density", [float("nan"), 1.0])), [*INSPECT, IMAGE], ["knob_ranges"]),
+    ("NaN good statistics", edit_meta(set_key("good_statistics", "density_spread", float("nan"))), [*INSPECT, IMAGE],
      ["good_statistics"]),
-    ("bundle.json is a list", edit_meta(lambda meta: [meta]), [IMAGE], ["not a Gutcheck model bundle"]),
-    ("thresholds is a list", edit_meta(lambda meta: {**meta, "thresholds": [1, 2]}), [IMAGE], ["thresholds"]),
+    ("bundle.json is a list", edit_meta(lambda meta: [meta]), [*INSPECT, IMAGE], ["not a Gutcheck model bundle"]),
+    ("thresholds is a list", edit_meta(lambda meta: {**meta, "thresholds": [1, 2]}), [*INSPECT, IMAGE], ["thresholds"]),
     # issue 14 item 2: verdicts must not vanish
-    ("conveyor port missing", nothing, ["--source", "synthetic:parts=2", "--conveyor", "/dev/gutcheck-no-such-port"],
+    ("conveyor port missing", nothing, [*INSPECT, "--source", "synthetic:parts=2", "--conveyor", "/dev/gutcheck-no-such-port"],
      ["conveyor port", "cannot be opened"]),
-    ("conveyor with image files", nothing, [IMAGE, "--conveyor", "loop://"], ["--conveyor", "--source"]),
-    ("unknown source option", nothing, ["--source", "synthetic:garbage=1"], ["unknown synthetic source option",
+    ("conveyor with image files", nothing, [*INSPECT, IMAGE, "--conveyor", "loop://"], ["--conveyor", "--source"]),
+    ("unknown source option", nothing, [*INSPECT, "--source", "synthetic:garbage=1"], ["unknown synthetic source option",
                                                                            "allowed"]),
-    ("negative part count", nothing, ["--source", "synthetic:parts=-5"], ["parts=-5", "between"]),
-    ("NaN defect share", nothing, ["--source", "synthetic:defects=nan"], ["defects=nan"]),
-    ("not a number", nothing, ["--source", "synthetic:seed=x"], ["seed", "integer"]),
-    ("camera option typo", nothing, ["--source", "cam:0,widht=640"], ["unknown cam source option 'widht'"]),
-    ("video that is a text file", text_file, ["--source", "file:{work}/notes.txt"], ["not a readable video"]),
-    ("unknown source kind", nothing, ["--source", "webcam:0"], ["unknown source"]),
+    ("negative part count", nothing, [*INSPECT, "--source", "synthetic:parts=-5"], ["parts=-5", "between"]),
+    ("NaN defect share", nothing, [*INSPECT, "--source", "synthetic:defects=nan"], ["defects=nan"]),
+    ("not a number", nothing, [*INSPECT, "--source", "synthetic:seed=x"], ["seed", "integer"]),
+    ("camera option typo", nothing, [*INSPECT, "--source", "cam:0,widht=640"], ["unknown cam source option 'widht'"]),
+    ("video that is a text file", text_file, [*INSPECT, "--source", "file:{work}/notes.txt"], ["not a readable video"]),
+    ("unknown source kind", nothing, [*INSPECT, "--source", "webcam:0"], ["unknown source"]),
+    # issue 14 item 3: nothing written outside the dataset folder
+    ("capture label climbs out", nothing, ["capture", "--source", "synthetic:parts=1", "--part", "p", "--split", "test",
+                                            "--label", "../../..", "--datasets", "{work}/datasets", "--count", "1"],
+     ["bad label"]),
+    ("capture part climbs out", nothing, ["capture", "--source", "synthetic:parts=1", "--part", "..",
+                                           "--datasets", "{work}/datasets", "--count", "1"], ["bad part name"]),
+    ("trash label climbs out", nothing, ["dataset", "trash", "p", "--split", "test", "--label", "..",
+                                         "--datasets", "{work}/datasets"], ["bad label"]),
 ]
 
 
@@ -93,9 +102,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(name, damage, args, fr
     work.mkdir()
     damage(model, work)
     image = small_dataset / "test" / "good" / "000.png"
-    args = [a.format(image=image, work=work) for a in args]
+    args = [a.format(image=image, work=work, model=model) for a in args]
     before = snapshot(tmp_path)
-    code, out, err = run(["inspect", "--model", model, *args])
+    code, out, err = run(args)
     lines = err.strip().splitlines()
     print(f"\n{name}: exit {code}: {err.strip()}")
     assert code == 2
@@ -133,3 +142,17 @@ def test_thresholds_refuse_what_is_not_a_finite_number(value):
         Thresholds(value, 0.1)
     with pytest.raises(GutcheckError, match="finite"):
         Thresholds(-10.0, value)
+
+
+def test_saving_settings_over_a_damaged_file_keeps_it_as_a_dated_backup(tmp_path):
+    """Issue 14 item 3: the dashboard said the file was damaged, then Save wrote over it."""
+    from app.settings import Settings, load_settings, save_settings
+
+    path = tmp_path / "gutcheck-settings.toml"
+    damaged = b"density_threshold = [not toml\n"
+    path.write_bytes(damaged)
+    backup = save_settings(path, Settings(density_threshold=-40.0))
+    assert backup is not None and backup.read_bytes() == damaged and backup.parent == tmp_path
+    assert load_settings(path).density_threshold == -40.0
+    assert save_settings(path, Settings(density_threshold=-41.0)) is None  # a good file is simply replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, backup.name])
