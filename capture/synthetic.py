@@ -1,4 +1,6 @@
-"""Synthetic machined parts: a hex nut on a plain background, good or with a drawn defect.
+"""Synthetic machined parts, good or with a drawn defect: a hex nut on a plain background, and a
+textured metal plate (ground metal whose grain, grain direction and lighting vary from piece to
+piece) with thin cracks, pits and uneven patches.
 
 This is the demo's camera and the tests' data. Everything is deterministic by seed:
 one image depends only on (seed, split, index), never on how many images are made.
@@ -17,6 +19,8 @@ import numpy as np
 from capture.imageio import write_image_atomic
 
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "dent", "missing", "stain", "burn")
+PLATE_DEFECTS: tuple[str, ...] = ("crack", "pit", "uneven")
+PART_DEFECTS: dict[str, tuple[str, ...]] = {"nut": DEFECT_CLASSES, "plate": PLATE_DEFECTS}
 GOOD = "good"
 BACKGROUND_BGR = np.array([74.0, 70.0, 66.0], dtype=np.float32)
 
@@ -36,8 +40,9 @@ class PartSpec:
 
 def random_spec(rng: np.random.Generator, defect: str = GOOD) -> PartSpec:
     """Pose jitter of a few pixels (at 256 px) and degrees, ±10 % light, as real good parts vary."""
-    if defect != GOOD and defect not in DEFECT_CLASSES:
-        raise ValueError(f"unknown defect class {defect!r}; known: {', '.join(DEFECT_CLASSES)}")
+    known = DEFECT_CLASSES + PLATE_DEFECTS
+    if defect != GOOD and defect not in known:
+        raise ValueError(f"unknown defect class {defect!r}; known: {', '.join(known)}")
     return PartSpec(
         dx=float(rng.uniform(-4, 4)),
         dy=float(rng.uniform(-4, 4)),
@@ -181,6 +186,74 @@ def render(spec: PartSpec, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     return compose(layer, background(size), 0.0, spec.noise_seed), layer[2]
 
 
+def _grain(rng: np.random.Generator, size: int, angle_deg: float, length: float, width: float) -> np.ndarray:
+    """Ground-metal grain: white noise smeared along `angle_deg` (a long thin Gaussian), unit spread."""
+    noise = rng.standard_normal((size, size)).astype(np.float32)
+    k = int(2 * math.ceil(3 * length) + 1)
+    kernel = np.zeros((k, k), np.float32)
+    c = k // 2
+    cv2.ellipse(kernel, ((c, c), (2 * length, max(1.0, 2 * width)), angle_deg), 1.0, -1)
+    kernel = cv2.GaussianBlur(kernel, (0, 0), 0.7)
+    grain = cv2.filter2D(noise, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
+    return grain / max(float(grain.std()), 1e-6)
+
+
+def _random_walk(rng: np.random.Generator, start: tuple[float, float], steps: int, step: float,
+                 heading: float) -> np.ndarray:
+    points = [start]
+    for _ in range(steps):
+        heading += rng.normal(0, 0.35)
+        x, y = points[-1]
+        points.append((x + step * math.cos(heading), y + step * math.sin(heading)))
+    return np.array(points, np.float32)
+
+
+def render_plate(spec: PartSpec, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """A textured metal plate filling the view: (BGR uint8 image, defect mask uint8 0/255).
+
+    Good plates differ in grain (a new random texture each piece), grain direction (±8°), brightness
+    and the direction of the light. Defects are thin and low in contrast, as on real ground or cast
+    metal: a crack (a dark hairline walk), pits (a cluster of small dark dots), an uneven patch (the
+    grain turns and the surface dulls there)."""
+    u = size / 256.0
+    rng = np.random.default_rng(spec.noise_seed)
+    direction = spec.angle_deg * 2  # ±8°
+    fine = _grain(rng, size, direction, 9 * u, 0.8 * u)
+    coarse = cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), 10 * u)
+    coarse /= max(float(coarse.std()), 1e-6)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    light_angle = rng.uniform(0, 2 * math.pi)
+    light = 1 + 0.10 * (xx * math.cos(light_angle) + yy * math.sin(light_angle)) * 2
+    grey = (128 + 9 * fine + 5 * coarse) * light * spec.light
+    layer = np.zeros((size, size), np.float32)
+    if spec.defect != GOOD:
+        d = np.random.default_rng(spec.defect_seed)
+        x0, y0 = d.uniform(0.2, 0.8, 2) * size
+        if spec.defect == "crack":
+            walk = _random_walk(d, (x0, y0), int(d.integers(12, 24)), 3.0 * u, d.uniform(0, 2 * math.pi))
+            cv2.polylines(layer, [np.round(walk * 16).astype(np.int32)], False, 1.0, max(1, round(u)), cv2.LINE_AA, 4)
+            grey = grey - d.uniform(14, 22) * layer
+        elif spec.defect == "pit":
+            for _ in range(int(d.integers(3, 8))):
+                px, py = x0 + d.normal(0, 7 * u), y0 + d.normal(0, 7 * u)
+                cv2.circle(layer, (int(px * 16), int(py * 16)), int(d.uniform(1.0, 2.2) * u * 16), 1.0, -1,
+                           cv2.LINE_AA, 4)
+            grey = grey - d.uniform(22, 34) * cv2.GaussianBlur(layer, (0, 0), 0.6 * u)
+        elif spec.defect == "uneven":
+            axes = (d.uniform(14, 24) * u, d.uniform(10, 18) * u)
+            cv2.ellipse(layer, ((x0, y0), (2 * axes[0], 2 * axes[1]), d.uniform(0, 180)), 1.0, -1, cv2.LINE_AA)
+            layer = cv2.GaussianBlur(layer, (0, 0), 3 * u)
+            turned = _grain(d, size, direction + d.uniform(25, 50), 9 * u, 0.8 * u)
+            grey = grey * (1 - 0.04 * layer) + 9 * (turned - fine) * layer * light
+    noise = np.random.default_rng(spec.noise_seed + 1).normal(0, 2.0, (size, size)).astype(np.float32)
+    grey = np.clip(grey + noise + 0.5, 0, 255)
+    image = np.stack([grey * 0.98, grey, grey * 1.02], axis=-1).clip(0, 255).astype(np.uint8)
+    return image, np.where(layer > 0.3, 255, 0).astype(np.uint8)
+
+
+RENDERERS = {"nut": render, "plate": render_plate}
+
+
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
     key = sum(ord(c) * 131**i for i, c in enumerate(split)) % (2**31)
     return np.random.default_rng([seed, key, index])
@@ -193,12 +266,17 @@ def write_dataset(
     n_test_good: int = 20,
     n_test_defect: int = 8,
     size: int = 256,
-    defects: tuple[str, ...] = DEFECT_CLASSES,
+    defects: tuple[str, ...] | None = None,
+    part: str = "nut",
 ) -> Path:
-    """Write an MVTec-layout dataset of synthetic nuts under `root` and return it.
+    """Write an MVTec-layout dataset of synthetic parts (`part`: nut or plate) under `root` and return it.
 
     Layout: train/good, test/good, test/<defect>, ground_truth/<defect>/<name>_mask.png.
     """
+    if part not in RENDERERS:
+        raise ValueError(f"unknown synthetic part {part!r}; known: {', '.join(RENDERERS)}")
+    draw = RENDERERS[part]
+    defects = PART_DEFECTS[part] if defects is None else defects
     jobs: list[tuple[Path, PartSpec, Path | None]] = []
     for i in range(n_train):
         jobs.append((root / "train" / GOOD / f"{i:03d}.png", random_spec(_rng(seed, "train", i)), None))
@@ -209,7 +287,7 @@ def write_dataset(
             spec = random_spec(_rng(seed, "test_" + d, i), d)
             jobs.append((root / "test" / d / f"{i:03d}.png", spec, root / "ground_truth" / d / f"{i:03d}_mask.png"))
     for path, spec, mask_path in jobs:
-        image, mask = render(spec, size)
+        image, mask = draw(spec, size)
         write_image_atomic(path, image)
         if mask_path is not None:
             write_image_atomic(mask_path, mask)

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from capture.synthetic import (DEFECT_CLASSES, GOOD, conveyor_stream, random_spec, render, write_dataset)
+from capture.synthetic import (DEFECT_CLASSES, GOOD, PLATE_DEFECTS, conveyor_stream, random_spec, render,
+                               render_plate, write_dataset)
 from capture.trigger import PartTrigger
 
 
@@ -80,3 +81,30 @@ def test_stream_phases_and_trigger_fires_once_per_part():
     fired = [f for f in frames if trigger.update(f.image)]
     assert [f.part_number for f in fired] == [1, 2, 3, 4, 5, 6]
     assert all(f.phase == "settled" for f in fired)
+
+
+@pytest.mark.parametrize("defect", PLATE_DEFECTS)
+def test_plate_defects_are_thin_low_contrast_and_masked(defect):
+    """The textured plate: the defect changes the picture only near its mask, and only a little."""
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        spec = random_spec(rng, defect)
+        image, mask = render_plate(spec)
+        clean, clean_mask = render_plate(dataclasses.replace(spec, defect=GOOD))
+        assert clean_mask.max() == 0 and set(np.unique(mask)) <= {0, 255}
+        inside = mask > 0
+        assert 3 < inside.sum() < 0.05 * mask.size
+        diff = np.abs(image.astype(int) - clean.astype(int)).max(-1)
+        assert 5 < np.median(diff[inside]) < 80  # visible, but not a blot
+        far = cv2.dilate(mask, np.ones((15, 15), np.uint8)) == 0
+        assert np.percentile(diff[far], 99.9) <= 1
+
+
+def test_good_plates_differ_in_texture_and_light(tmp_path):
+    root = write_dataset(tmp_path / "plate", seed=0, n_train=3, n_test_good=1, n_test_defect=1, size=64,
+                         part="plate")
+    assert sorted(p.name for p in (root / "test").iterdir()) == sorted((GOOD,) + PLATE_DEFECTS)
+    a, b = (cv2.imread(str(root / "train" / "good" / f"00{i}.png")).astype(int) for i in (0, 1))
+    assert np.abs(a - b).mean() > 5  # a new texture each piece, not one picture with noise
+    with pytest.raises(ValueError, match="unknown synthetic part"):
+        write_dataset(tmp_path / "x", part="gear")
