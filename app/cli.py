@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from capture.errors import GutcheckError
 
 
@@ -71,11 +73,14 @@ def _json_number(x: float, digits: int | None = None) -> float | None:
     return round(x, digits) if digits is not None else x
 
 
-def _verdict_json(file_or_part: dict, anomaly: bool, density: float, error: float, thresholds, model_id: str) -> str:
-    return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok",
+def _verdict_json(file_or_part: dict, anomaly: bool, density: float, error: float, thresholds, bundle) -> str:
+    """One JSON line per verdict; `score` is the single combined anomaly score (higher = worse) that the
+    build report's ROC uses."""
+    score = float(bundle.combined(np.array([density]), np.array([error]))[0])
+    return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok", "score": _json_number(score, 4),
                        "density": _json_number(density, 4), "reconstruction_error": _json_number(error),
                        "density_threshold": thresholds.density, "reconstruction_threshold": thresholds.reconstruction,
-                       "rule": thresholds.rule, "model_id": model_id}, allow_nan=False)
+                       "rule": thresholds.rule, "model_id": bundle.model_id()}, allow_nan=False)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -103,7 +108,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             continue
         s = scorer.score_images([image])
         print(_verdict_json({"file": str(path)}, bool(s.anomaly[0]), float(s.density[0]), float(s.error[0]),
-                            bundle.thresholds, bundle.model_id()), flush=True)
+                            bundle.thresholds, bundle), flush=True)
     return 1 if failures else 0
 
 
@@ -126,7 +131,7 @@ def _inspect_source(args: argparse.Namespace, bundle) -> int:
             extra = {"part": v.number, "frame": v.frame.index, "source": source.name}
             if v.truth is not None:
                 extra["truth"] = v.truth
-            print(_verdict_json(extra, v.anomaly, v.density, v.error, v.thresholds, bundle.model_id()), flush=True)
+            print(_verdict_json(extra, v.anomaly, v.density, v.error, v.thresholds, bundle), flush=True)
         if not inspector.errors.empty():
             raise GutcheckError(inspector.errors.get())
     except KeyboardInterrupt:
@@ -281,8 +286,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--color", choices=["rgb", "gray"], default="rgb")
     b.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="centre a PX-pixel square on the part before resizing (the capture tool's framing)")
-    b.add_argument("--architecture", choices=["mobilenet", "residual", "prototype"], default="mobilenet",
-                   help="mobilenet: pretrained encoder (default); residual: deeper CAE; prototype: the old CAE")
+    b.add_argument("--architecture", choices=["features", "mobilenet", "residual", "prototype"],
+                   default=defaults.architecture,
+                   help="features: pretrained encoder and an autoencoder that redraws its features (detector v2, "
+                        "default); mobilenet: pretrained encoder with a pixel decoder (v1); residual: deeper pixel "
+                        "CAE; prototype: the old CAE")
     b.add_argument("--pretrained", default="imagenet", metavar="WEIGHTS",
                    help="mobilenet weights: imagenet (Keras downloads once), a no-top .h5 path, or none")
     b.add_argument("--loss", choices=["hybrid", "mse", "ssim"], default="hybrid")
@@ -293,14 +301,17 @@ def parser() -> argparse.ArgumentParser:
                         "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
     b.add_argument("--coreset", type=float, default=defaults.density_coreset, metavar="SHARE",
                    help=f"patch density: share of the training patches kept (default {defaults.density_coreset})")
-    b.add_argument("--score", choices=["topk", "ssim", "mse"], default=defaults.reconstruction_score,
-                   help="reconstruction error: ssim (mean of the worst 1 - SSIM pixels), topk (mean of the worst "
-                        f"squared-residual pixels) or mse (prototype); default {defaults.reconstruction_score}")
+    b.add_argument("--score", choices=["topk", "ssim", "mse"], default="",
+                   help="pixel autoencoders' reconstruction error: ssim (mean of the worst 1 - SSIM pixels; their "
+                        "default), topk (mean of the worst squared-residual pixels) or mse (prototype). The features "
+                        "architecture measures its error in feature space")
     b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
-    b.add_argument("--epochs", type=int, default=60)
+    b.add_argument("--epochs", type=int, default=0,
+                   help="training epochs (default: 15 for features, at most 60 with early stopping for the others)")
     b.add_argument("--train-minutes", type=float, default=defaults.time_limit_s / 60,
-                   help=f"training ends before an epoch that would end past this (default "
-                        f"{defaults.time_limit_s / 60:g}, so that a build takes about 10 minutes on 2 cores; 0: no limit)")
+                   help=f"a guard: training ends before an epoch that would end past this, and the build says so "
+                        f"(default {defaults.time_limit_s / 60:g}; 0: no limit). The features architecture trains "
+                        "its fixed epochs well within it; the pixel autoencoders often reach it")
     b.add_argument("--no-augment", action="store_true", help="train without augmentation")
     b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
     b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")

@@ -52,6 +52,18 @@ def heat(heatmap: np.ndarray, scale: float) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
+def overlay(inputs: np.ndarray, heat_rgb: np.ndarray) -> np.ndarray:
+    """The heatmap laid over the model input (both RGB, 0..1 and uint8), so the operator sees where."""
+    base = inputs if inputs.shape[-1] == 3 else np.repeat(inputs, 3, axis=-1)
+    weight = heat_rgb.astype(np.float32).max(-1, keepdims=True) / 255.0 * 0.6
+    return np.clip(base * (1 - weight) + heat_rgb.astype(np.float32) / 255.0 * weight, 0, 1)
+
+
+# Feature-model heatmaps are in held-out-good spreads (summed over both halves): good parts stay
+# below about 5, the defects seen on the bench reach 20 and more.
+FEATURE_HEAT_SCALE = 20.0
+
+
 def knob_value(permille: int, value_range: list[float]) -> float:
     lo, hi = value_range
     return lo + (hi - lo) * permille / 1000.0
@@ -119,8 +131,11 @@ class Dashboard:
         self.live = ttk.Label(left, text="no source", anchor="center")
         self.live.grid(row=0, column=0, columnspan=3)
         self.views = {}
+        feature = self.bundle is not None and self.bundle.scorer.feature_model
+        titles = ("model input", "heatmap on the part" if feature else "reconstruction",
+                  "anomaly heatmap" if feature else "error heatmap")
         for i, name in enumerate(("model input", "reconstruction", "error heatmap")):
-            ttk.Label(left, text=name).grid(row=1, column=i)
+            ttk.Label(left, text=titles[i]).grid(row=1, column=i)
             self.views[name] = ttk.Label(left, text="–")
             self.views[name].grid(row=2, column=i, padx=2)
         self.chart_canvas = tk.Canvas(left, width=480, height=150, background="white", highlightthickness=0)
@@ -231,8 +246,13 @@ class Dashboard:
         self.settings = replace(self.settings, model=str(self.bundle.path or ""), density_threshold=t.density,
                                 reconstruction_threshold=t.reconstruction, rule=t.rule,
                                 source=self.source_spec or self.settings.source)
-        save_settings(self.settings_path, self.settings)
-        self.message(f"thresholds saved to {self.settings_path}")
+        try:
+            backup = save_settings(self.settings_path, self.settings)
+        except OSError as exc:
+            self.message(f"cannot save the settings to {self.settings_path}: {exc.strerror or exc}", error=True)
+            return
+        kept = f"; the damaged file before it is kept as {backup}" if backup else ""
+        self.message(f"thresholds saved to {self.settings_path}{kept}", error=bool(backup))
 
     def knob_proposal(self) -> tuple[float, float] | None:
         """Both knob positions mapped into the bundle's knob ranges (density, reconstruction error)."""
@@ -435,9 +455,13 @@ class Dashboard:
         self.last_verdict = v
         self.banner.configure(text="ANOMALY" if v.anomaly else "OK", bg=RED if v.anomaly else GREEN)
         self.rule_line.configure(text=v.thresholds.describe(v.density, v.error))
-        scale = max(v.thresholds.reconstruction, 1e-9) * 2
-        for name, img in (("model input", v.inputs), ("reconstruction", v.reconstruction),
-                          ("error heatmap", heat(v.heatmap, scale))):
+        if v.reconstruction is None:  # the feature model redraws features: show where instead
+            hot = heat(v.heatmap, FEATURE_HEAT_SCALE)
+            middle = overlay(v.inputs, hot)
+        else:
+            hot = heat(v.heatmap, max(v.thresholds.reconstruction, 1e-9) * 2)
+            middle = v.reconstruction
+        for name, img in (("model input", v.inputs), ("reconstruction", middle), ("error heatmap", hot)):
             self._photos[name] = photo(img, 150, rgb=True)
             self.views[name].configure(image=self._photos[name], text="")
 

@@ -50,7 +50,7 @@ class DemoSummary:
         truth = np.array([v.truth != GOOD for v in self.verdicts])
         density = np.array([v.density for v in self.verdicts])
         error = np.array([v.error for v in self.verdicts])
-        return auroc(truth, combined_score(density, error, bundle.good_statistics, bundle.thresholds.rule))
+        return auroc(truth, combined_score(density, error, bundle.good_statistics, bundle.combination))
 
     def lines(self, bundle: Bundle) -> list[str]:
         op = self.operating_point()

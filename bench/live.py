@@ -1,16 +1,20 @@
-"""Live speed: the inspector's per-frame scoring against the prototype's per-frame method, and the
-verdict-to-serial time through the conveyor link.
+"""Live speed: the inspector's per-frame scoring of the default model (detector v2) against the v1
+default and the prototype's per-frame method, and the verdict-to-serial time through the conveyor link.
 
     .venv/bin/python bench/live.py [--frames 300]
 
-For each architecture and size (128², 256², 384²: `--sizes`) it times, in the same run and on the same frames:
-- gutcheck: Inspector.inspect(frame): preprocess, one forward pass (reconstruction + latent), the
-  builder's default reconstruction error, patch density (a memory of 5 898 patches, as a real build keeps), verdict, heatmap; nothing
-  touches the disk;
-- prototype: write the frame to a PNG, read it back, predict() the reconstruction, predict() the
-  latent, evaluate() the loss, KDE score: what the old Qt GUI did per frame.
-Weights are random: speed does not depend on them. Then 500 verdicts go through ConveyorLink to the
-simulated conveyor on a pty and the time from send to acknowledgement is measured.
+In the same run and on the same frames it times:
+- default (detector v2, `--default-size`, 384 px): Inspector.inspect(frame): preprocess, one forward pass
+  (frozen encoder, latent, the context decoder's error per position), the KDE on the latents (a memory of
+  FEATURE_MEMORY patches, as a real build keeps), verdict, the combined heatmap; nothing touches the disk;
+- v1 (mobilenet pixel decoder, ssim error, patch density on 288-value descriptors, 5 898 patches) and the
+  prototype architecture, each with gutcheck's inspector and with the prototype's per-frame method: write the
+  frame to a PNG, read it back, predict() the reconstruction, predict() the latent, evaluate() the loss, KDE
+  score: what the old Qt GUI did per frame.
+Weights are random (the feature model's projection and density are fitted on random frames): speed does not
+depend on them. Then 500 verdicts go through ConveyorLink to the simulated conveyor (Python, on a pty) and the
+time from send to acknowledgement is measured; against the real firmware at 115 200 baud the frame alone
+takes about 2 ms on the wire. The last line reads `default: N frames/s at S px, p99 X ms`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,36 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PATCH_MEMORY = 5_898  # patches the screw build keeps at 384 px: 1 % of 256 images x 48 x 48
+
+
+def make_feature_bundle(size: int):
+    """A detector v2 bundle as `build` makes it, with random decoder weights."""
+    import keras
+
+    from model_builder.architectures import context_decoder, feature_cae, feature_extractor
+    from model_builder.build import FEATURE_COARSE, FEATURE_MEMORY, BuildOptions
+    from model_builder.bundle import Bundle
+    from model_builder.density import LatentDensity
+    from model_builder.feature_model import extract_features, fit_projection, project
+    from model_builder.preprocess import Preprocessing
+    from model_builder.scoring import GoodStatistics, ReconstructionScore, Thresholds
+
+    keras.utils.set_random_seed(0)
+    options = BuildOptions()
+    extractor = feature_extractor(size, 3, weights=None)
+    x = np.random.default_rng(0).random((40, size, size, 3)).astype(np.float32)
+    features = extract_features(extractor, x)
+    mean, projection, scale = fit_projection(features, options.latent_dim)
+    latent = project(features, mean, projection)
+    positions = int(np.prod(latent.shape[1:-1]))
+    density = LatentDensity("patch", coreset=min(1.0, FEATURE_MEMORY / (len(latent) * positions)),
+                            max_memory=FEATURE_MEMORY, coarse=FEATURE_COARSE).fit(latent)
+    model = feature_cae(extractor, mean, projection, scale,
+                        context_decoder(options.latent_dim, options.ring, options.decoder_width))
+    stats = GoodStatistics(0, 1, 0, 1)
+    return Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"), stats,
+                  {"density": [0, 1], "reconstruction": [0, 1]}, ReconstructionScore("feature"),
+                  map_statistics=stats, combination="sum")
 
 
 def make_bundle(architecture: str, size: int):
@@ -49,7 +83,7 @@ def make_bundle(architecture: str, size: int):
     density = LatentDensity("patch", coreset=min(1.0, PATCH_MEMORY / (len(latent) * positions))).fit(latent)
     bundle = Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"),
                     GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]},
-                    ReconstructionScore(BuildOptions().reconstruction_score))
+                    ReconstructionScore(BuildOptions(architecture=architecture).reconstruction_score))
     return bundle
 
 
@@ -136,22 +170,29 @@ def line(name: str, t: np.ndarray) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--architectures", default="mobilenet,prototype")
-    p.add_argument("--sizes", default="128,256,384", help="input sizes to time (default 128,256,384)")
+    p.add_argument("--architectures", default="mobilenet,prototype", help="v1 architectures timed beside the default")
+    p.add_argument("--sizes", default="384", help="their input sizes (default 384)")
+    p.add_argument("--default-size", type=int, default=0, help="the default model's size (default: the builder's)")
     args = p.parse_args()
     import tensorflow as tf
 
+    from model_builder.build import BuildOptions
+
     print(f"machine: {os.cpu_count()} cores, TensorFlow {tf.__version__}, {args.frames} frames per run")
     stream = frames(args.frames)
-    for arch in args.architectures.split(","):
+    default_size = args.default_size or BuildOptions().size
+    default = time_gutcheck(make_feature_bundle(default_size), stream)
+    print(line(f"default {default_size}² gutcheck", default), flush=True)
+    for arch in filter(None, args.architectures.split(",")):
         for size in (int(v) for v in args.sizes.split(",")):
             bundle = make_bundle(arch, size)
             print(line(f"{arch} {size}² gutcheck", time_gutcheck(bundle, stream)), flush=True)
             print(line(f"{arch} {size}² prototype method", time_prototype(bundle, stream[: max(30, args.frames // 5)])),
                   flush=True)
     lat = verdict_to_serial()
-    print(f"verdict -> conveyor acknowledgement over a pty: p50 {np.percentile(lat, 50) * 1000:.1f} ms, "
+    print(f"verdict -> Python conveyor simulator acknowledgement over a pty: p50 {np.percentile(lat, 50) * 1000:.1f} ms, "
           f"p99 {np.percentile(lat, 99) * 1000:.1f} ms, max {lat.max() * 1000:.1f} ms ({len(lat)} verdicts)")
+    print(f"default: {1 / default.mean():.1f} frames/s at {default_size} px, p99 {np.percentile(default, 99) * 1000:.1f} ms")
     return 0
 
 

@@ -1,11 +1,14 @@
 """Convolutional autoencoders: one function per architecture, each a functional Keras model
-returning (reconstruction, latent) from one forward pass."""
+returning (reconstruction, latent) from one forward pass. The feature autoencoder (`feature_cae`,
+detector v2) returns (per-position reconstruction error, latent) instead: it redraws features, not
+pixels."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 
@@ -82,6 +85,80 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     y = layers.Resizing(size, size, interpolation="bilinear")(y)  # drawn at half size: a quarter of the cost
     recon = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="reconstruction")(y)
     return keras.Model(inp, [recon, latent], name="mobilenet_cae")
+
+
+def _mobilenet_patch_features(x, size: int, weights: str | None, alpha: float = 0.5):
+    """The frozen MobileNetV2's stride-8 patch descriptors of x (-1..1 RGB): the stride-8 and the
+    up-sampled stride-16 features, each position averaged with its 3x3 neighbours (288 values at
+    alpha 0.5)."""
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False,
+                                          weights=weights)
+    base.trainable = False
+    features = keras.Model(base.input, [base.get_layer(n).output for n in PATCH_FEATURES],
+                           name="mobilenet_features")
+    f8, f16 = features(x)
+    f16_up = layers.Resizing(f8.shape[1], f8.shape[2], interpolation="bilinear")(f16)  # any multiple of 8
+    return layers.AveragePooling2D(3, strides=1, padding="same", name="patch_features")(
+        layers.Concatenate()([f8, f16_up]))
+
+
+def feature_extractor(size: int, channels: int, weights: str | None = "imagenet", **_: object) -> keras.Model:
+    """Image (size, size, channels) in 0..1 -> the frozen encoder's patch descriptors (size/8)^2 x 288."""
+    inp = keras.Input((size, size, channels), name="image")
+    x = inp if channels == 3 else layers.Concatenate()([inp, inp, inp])
+    x = layers.Rescaling(2.0, offset=-1.0)(x)  # MobileNetV2 expects -1..1
+    return keras.Model(inp, _mobilenet_patch_features(x, size, weights), name="feature_extractor")
+
+
+def ring_kernel(channels: int, ring: int) -> np.ndarray:
+    """Depthwise kernel that copies, for every channel, the 8 positions at distance `ring` around the
+    centre (corners and edge middles) and never the centre itself."""
+    k = np.zeros((2 * ring + 1, 2 * ring + 1, channels, 8), np.float32)
+    spots = [(a, b) for a in (0, ring, 2 * ring) for b in (0, ring, 2 * ring) if (a, b) != (ring, ring)]
+    for j, (a, b) in enumerate(spots):
+        k[a, b, :, j] = 1.0
+    return k
+
+
+def context_decoder(latent_dim: int, ring: int = 2, hidden: int = 128) -> keras.Model:
+    """Redraws each latent from its neighbours only: the 8 latents `ring` positions away go through
+    two 1x1 layers to a guess of the centre. A normal part's structure is predictable from its
+    surroundings; a scratch, a chip or a stain is not, so it stands out in the error. (Redrawing a
+    position from itself, as a plain 1x1 autoencoder does, also redraws most defects: measured image
+    AUROC 0.60 on screw against 0.89 from the ring at 384 px.) The ring is 2 away because each latent
+    already averages its 3x3 neighbourhood."""
+    inp = keras.Input((None, None, latent_dim), name="latent")
+    around = layers.DepthwiseConv2D(2 * ring + 1, depth_multiplier=8, padding="same", use_bias=False,
+                                    trainable=False, name="ring")
+    x = around(inp)
+    around.set_weights([ring_kernel(latent_dim, ring)])
+    x = layers.Conv2D(hidden, 1, activation="relu")(x)
+    x = layers.Conv2D(hidden, 1, activation="relu")(x)
+    out = layers.Conv2D(latent_dim, 1, name="expected_latent")(x)
+    return keras.Model(inp, out, name="context_decoder")
+
+
+def feature_cae(extractor: keras.Model, mean: np.ndarray, projection: np.ndarray, scale: np.ndarray,
+                decoder: keras.Model) -> keras.Model:
+    """Detector v2 in one forward pass: image -> frozen patch features -> latent (a linear layer fitted
+    as the good parts' principal components) -> whitened (each component divided by its spread) -> the
+    decoder's expected latent from the neighbours; returns (squared error per position averaged over
+    the whitened latent's values, latent). The density works on the latent itself."""
+    dim = projection.shape[1]
+    inp = extractor.input
+    feats = extractor(inp)
+    encode = layers.Conv2D(dim, 1, trainable=False, name="latent")
+    latent = encode(feats)
+    encode.set_weights([projection[None, None].astype(np.float32), (-mean @ projection).astype(np.float32)])
+    whiten = layers.Conv2D(dim, 1, use_bias=False, trainable=False, name="whitened")
+    white = whiten(latent)
+    whiten.set_weights([np.diag(1.0 / scale).astype(np.float32)[None, None]])
+    diff = layers.Subtract()([decoder(white), white])
+    mean_square = layers.Conv2D(1, 1, use_bias=False, trainable=False, name="mean_square")
+    error = layers.Reshape(tuple(latent.shape[1:3]), name="error_map")(
+        mean_square(layers.Multiply()([diff, diff])))
+    mean_square.set_weights([np.full((1, 1, dim, 1), 1.0 / dim, np.float32)])
+    return keras.Model(inp, [error, latent], name="feature_cae")
 
 
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {

@@ -23,10 +23,14 @@ from model_builder.preprocess import Preprocessing
 from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly
 
 
-DEFAULT_SIZES = {"prototype": 128, "residual": 128, "mobilenet": 384}
+DEFAULT_SIZES = {"prototype": 128, "residual": 128, "mobilenet": 384, "features": 384}
 """Input size per architecture: the prototype's 128; the pretrained encoder's patch density needs
 more to see small defects (screw patch-density AUROC 0.64-0.77 at 128, 0.85-0.88 at 256, 0.90-0.92
 at 384; pill 0.94 at 256, 0.96 at 384: bench notes)."""
+DEFAULT_SCORES = {"features": "feature"}  # the reconstruction error each architecture needs; others: ssim
+DEFAULT_EPOCHS = {"features": 15}  # the feature decoder converges in ~15 epochs; pixel CAEs: 60 with early stop
+FEATURE_MEMORY = 5_000  # patches the feature model's density keeps (screw 0.92-0.94 vs 0.89-0.93 with 2 500)
+FEATURE_COARSE = 0.1  # its first pass ranks every position against the first 10 % of them (LatentDensity)
 
 
 @dataclass
@@ -36,16 +40,19 @@ class BuildOptions:
     size: int = 0  # 0: the architecture's size (DEFAULT_SIZES)
     color: str = "rgb"
     crop: int = 0
-    architecture: str = "mobilenet"
+    architecture: str = "features"  # detector v2: feature autoencoder (bench/results/detection-v2.txt)
     pretrained: str = "imagenet"  # mobilenet only: "imagenet", a path to the no-top .h5, or "none"
     loss: str = "hybrid"
     alpha: float = 0.5  # weight of SSIM in the hybrid loss
     density_preset: str = "patch"  # measured best (bench/results/detection-*.txt)
     density_components: int = 64  # whitened preset: principal components kept
     density_coreset: float = 0.01  # patch preset: share of training patches kept
-    reconstruction_score: str = "ssim"  # screw at 384 px: combined AUROC 0.919 vs 0.889 for topk
+    reconstruction_score: str = ""  # "": the architecture's (DEFAULT_SCORES, else ssim: screw 0.919 vs 0.889 topk)
     rule: str = "or"
-    epochs: int = 60
+    epochs: int = 0  # 0: the architecture's (DEFAULT_EPOCHS, else 60)
+    latent_dim: int = 64  # features: principal components kept as the latent
+    ring: int = 2  # features: the decoder guesses each latent from the 8 latents this far away
+    decoder_width: int = 128  # features: the context decoder's hidden 1x1 layers (256 measured no better)
     batch_size: int = 16
     learning_rate: float = 2e-3
     patience: int = 8
@@ -60,6 +67,17 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if not self.size:
             self.size = DEFAULT_SIZES.get(self.architecture, 128)
+        if not self.reconstruction_score:
+            self.reconstruction_score = DEFAULT_SCORES.get(self.architecture, "ssim")
+        if not self.epochs:
+            self.epochs = DEFAULT_EPOCHS.get(self.architecture, 60)
+        if (self.architecture == "features") != (self.reconstruction_score == "feature"):
+            raise GutcheckError("the feature reconstruction error goes with --architecture features, and only "
+                                "with it")
+
+    @property
+    def feature_model(self) -> bool:
+        return self.architecture == "features"
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -140,21 +158,23 @@ def package_versions() -> dict[str, str]:
 
 
 def make_model(options: BuildOptions, channels: int):
-    """The architecture with its pretrained weights when it has any; a clear error when they cannot be had."""
+    """The architecture with its pretrained weights when it has any; a clear error when they cannot be had.
+    For the feature autoencoder this is its frozen feature extractor (the rest is fitted on its output)."""
     import keras
 
-    from model_builder.architectures import ARCHITECTURES
+    from model_builder.architectures import ARCHITECTURES, feature_extractor
 
-    if options.architecture not in ARCHITECTURES:
-        raise GutcheckError(f"unknown architecture {options.architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    table = {**ARCHITECTURES, "features": feature_extractor}
+    if options.architecture not in table:
+        raise GutcheckError(f"unknown architecture {options.architecture!r}; known: {', '.join(table)}")
     weights = None if options.pretrained in ("none", "") else options.pretrained
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise GutcheckError(f"--pretrained {weights}: no such weights file")
     keras.utils.set_random_seed(options.seed)
     try:
-        return ARCHITECTURES[options.architecture](options.size, channels, weights=weights)
+        return table[options.architecture](options.size, channels, weights=weights)
     except (OSError, ValueError, Exception) as exc:  # a failed download surfaces as several types
-        if options.architecture == "mobilenet":
+        if options.architecture in ("mobilenet", "features"):
             raise GutcheckError(
                 f"cannot load the ImageNet weights for the mobilenet encoder ({str(exc).splitlines()[0][:120]}); "
                 "give --pretrained PATH to the no-top MobileNetV2 alpha 0.5 .h5 file, or use --architecture "
@@ -162,14 +182,38 @@ def make_model(options: BuildOptions, channels: int):
         raise
 
 
-def score_in_batches(scorer: Scorer, x: np.ndarray, batch: int = 32, keep_heatmaps: bool = False
-                     ) -> tuple[Scores, np.ndarray | None]:
-    """Scores of many preprocessed images, batch by batch; optionally with their error maps."""
-    parts = [scorer.score_inputs(x[i:i + batch], with_heatmaps=keep_heatmaps) for i in range(0, len(x), batch)]
-    maps = [p.heatmaps for p in parts]
-    merged = Scores(np.concatenate([p.reconstruction for p in parts]), np.concatenate([p.error for p in parts]),
+def stage_bar(stage: str, total: int, unit: str, show: bool):
+    """A progress bar (with ETA) for one stage of a build."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=stage, unit=unit, disable=not show, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 20)
+
+
+def score_in_batches(scorer: Scorer, x: np.ndarray, batch: int = 32, keep_heatmaps: bool = False,
+                     keep_position_maps: bool = False, stage: str = "", show_progress: bool = False
+                     ) -> tuple[Scores, object]:
+    """Scores of many preprocessed images, batch by batch; optionally with their heatmaps, or (feature
+    model) with the (density, error) maps per latent position. With `stage` a bar shows progress."""
+    parts = []
+    with stage_bar(stage, len(x), "image", show_progress and bool(stage)) as bar:
+        for i in range(0, len(x), batch):
+            parts.append(scorer.score_inputs(x[i:i + batch], with_heatmaps=keep_heatmaps,
+                                             keep_maps=keep_position_maps))
+            bar.update(len(x[i:i + batch]))
+    recon = None if parts[0].reconstruction is None else np.concatenate([p.reconstruction for p in parts])
+    merged = Scores(recon, np.concatenate([p.error for p in parts]),
                     np.concatenate([p.density for p in parts]), np.concatenate([p.anomaly for p in parts]))
-    return merged, (np.concatenate(maps) if keep_heatmaps else None)
+    if keep_position_maps:
+        return merged, (np.concatenate([p.position_maps[0] for p in parts]),
+                        np.concatenate([p.position_maps[1] for p in parts]))
+    return merged, (np.concatenate([p.heatmaps for p in parts]) if keep_heatmaps else None)
+
+
+def map_statistics(maps: tuple[np.ndarray, np.ndarray], kept: np.ndarray) -> GoodStatistics:
+    """Medians and spreads of the held-out good images' positions (the kept ones), for the heatmap."""
+    density_maps, error_maps = maps
+    return GoodStatistics.from_scores(density_maps[kept].ravel(), error_maps[kept].ravel())
 
 
 @dataclass
@@ -184,14 +228,17 @@ class Evaluation:
 
 
 def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target_recall: float,
-                  val_scores: Scores | None = None, target_frr: float = 0.01) -> Evaluation:
+                  val_scores: Scores | None = None, target_frr: float = 0.01, show_progress: bool = False
+                  ) -> Evaluation:
     """Score a labelled test set; metrics at the bundle's thresholds, for both rules, at the target
     recall, and pixel AUROC where masks exist."""
     scorer = bundle.scorer
     x = bundle.preprocessing.apply_batch(test.images)
-    scores, heatmaps = score_in_batches(scorer, x, keep_heatmaps=True)
+    scores, heatmaps = score_in_batches(scorer, x, keep_heatmaps=True, stage="test images",
+                                        show_progress=show_progress)
     truth = test.is_anomaly
-    summary = evaluate_scores(truth, scores.density, scores.error, bundle.thresholds, bundle.good_statistics)
+    summary = evaluate_scores(truth, scores.density, scores.error, bundle.thresholds, bundle.good_statistics,
+                              bundle.combination)
     summary["images"] = {lab: int(sum(1 for x_ in test.labels if x_ == lab)) for lab in sorted(set(test.labels))}
     rules = {}
     for rule in ("and", "or"):
@@ -199,20 +246,21 @@ def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target
             t = thresholds_at_frr(val_scores.density, val_scores.error, target_frr, rule)
         else:
             t = Thresholds(bundle.thresholds.density, bundle.thresholds.reconstruction, rule)
-        rules[rule] = evaluate_scores(truth, scores.density, scores.error, t, bundle.good_statistics)
+        rules[rule] = evaluate_scores(truth, scores.density, scores.error, t, bundle.good_statistics,
+                                      bundle.combination)
         rules[rule]["thresholds"] = t.to_dict()
     summary["rules"] = rules
     at_recall = thresholds_at_recall(truth, scores.density, scores.error, bundle.good_statistics,
                                      bundle.thresholds.rule, target_recall)
     if at_recall is not None:
         summary["at_target_recall"] = evaluate_scores(truth, scores.density, scores.error, at_recall,
-                                                      bundle.good_statistics)
+                                                      bundle.good_statistics, bundle.combination)
         summary["at_target_recall"].update(target_recall=target_recall, thresholds=at_recall.to_dict())
     by_label = {}
     for lab in sorted(set(test.labels) - {"good"}):
         keep = np.array([lb in ("good", lab) for lb in test.labels])
         by_label[lab] = evaluate_scores(truth[keep], scores.density[keep], scores.error[keep], bundle.thresholds,
-                                        bundle.good_statistics)["auroc_combined"]
+                                        bundle.good_statistics, bundle.combination)["auroc_combined"]
     summary["auroc_combined_by_defect"] = by_label
     masks = load_masks(data_root, test, bundle.preprocessing.size) if data_root and bundle.preprocessing.crop <= 0 \
         else None
@@ -222,8 +270,35 @@ def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target
 
 def make_density(options: BuildOptions) -> LatentDensity:
     """The (unfitted) density model the options ask for."""
+    if options.feature_model:
+        return LatentDensity(options.density_preset, n_components=options.density_components,
+                             coreset=options.density_coreset, seed=options.seed, max_memory=FEATURE_MEMORY,
+                             coarse=FEATURE_COARSE)
     return LatentDensity(options.density_preset, n_components=options.density_components,
                          coreset=options.density_coreset, seed=options.seed)
+
+
+def train_feature_model(options: BuildOptions, x_train: np.ndarray, x_val: np.ndarray, channels: int,
+                        show_progress: bool, log) -> tuple[object, dict[str, list[float]], np.ndarray]:
+    """Detector v2: features once, the principal-component latent, the context decoder on cached
+    latents; returns the assembled model, the decoder's history and the training latents."""
+    from model_builder.architectures import context_decoder, feature_cae
+    from model_builder.feature_model import extract_features, fit_projection, project, train_decoder
+
+    extractor = make_model(options, channels)
+    with stage_bar("features", len(x_train) + len(x_val), "image", show_progress) as bar:
+        f_train = extract_features(extractor, x_train, progress=bar.update)
+        f_val = extract_features(extractor, x_val, progress=bar.update)
+    mean, projection, scale = fit_projection(f_train, options.latent_dim, options.seed)
+    latent_train, latent_val = project(f_train, mean, projection), project(f_val, mean, projection)
+    del f_train, f_val
+    decoder = context_decoder(options.latent_dim, options.ring, options.decoder_width)
+    history = train_decoder(decoder, latent_train / scale, latent_val / scale, options.epochs, options.batch_size,
+                            options.learning_rate, options.seed, options.time_limit_s, show_progress)
+    if len(history.get("loss", [])) < options.epochs:
+        log(f"note: the decoder trained {len(history.get('loss', []))} of {options.epochs} epochs: the time limit "
+            f"(--train-minutes) stopped it, so this model depends on this machine's speed")
+    return feature_cae(extractor, mean, projection, scale, decoder), history, latent_train
 
 
 def build(data: Path, out: Path | None, options: BuildOptions | None = None, force: bool = False,
@@ -250,17 +325,29 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     idx_train, idx_val = _split(len(good), options.val_fraction, options.seed)
     x = preprocessing.apply_batch(good.images)
     log(f"{len(idx_train)} training and {len(idx_val)} validation images of {data} at "
-        f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder, {options.loss} loss")
+        f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder"
+        + ("" if options.feature_model else f", {options.loss} loss"))
 
-    model = make_model(options, preprocessing.channels)
-    LatentDensity(options.density_preset).check_dim(int(np.prod(model.output[1].shape[1:])))
-    history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
+    if options.feature_model:
+        model, history, latent_train = train_feature_model(options, x[idx_train], x[idx_val],
+                                                           preprocessing.channels, show_progress, log)
+    else:
+        model = make_model(options, preprocessing.channels)
+        LatentDensity(options.density_preset).check_dim(int(np.prod(model.output[1].shape[1:])))
+        history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
     train_seconds = time.monotonic() - start
 
     scorer = Scorer(model, make_density(options), preprocessing, Thresholds(0, 0, options.rule), recon_score)
-    latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1] for i in range(0, len(idx_train), 32)])
-    scorer.density.fit(latent_train)
-    val, _ = score_in_batches(scorer, x[idx_val])
+    if not options.feature_model:
+        latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1]
+                                       for i in range(0, len(idx_train), 32)])
+    n_patches = int(np.prod(latent_train.shape[:-1])) if scorer.density.preset == "patch" else 0
+    with stage_bar("density", scorer.density.memory_size(n_patches) if n_patches else 1, "patch",
+                   show_progress) as bar:
+        scorer.density.fit(latent_train, progress=bar.update)
+    del latent_train
+    val, val_maps = score_in_batches(scorer, x[idx_val], keep_position_maps=options.feature_model,
+                                     stage="calibration", show_progress=show_progress)
     outliers = validation_outliers(val.density, val.error, options.outlier_limit)
     kept = np.setdiff1d(np.arange(len(idx_val)), outliers)
     outlier_notes = [{"path": str(good.paths[idx_val[i]]), "density": float(val.density[i]),
@@ -270,7 +357,8 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
             f"{note['density']:.4g}, reconstruction error {note['reconstruction']:.4g}; medians "
             f"{np.median(val.density):.4g}, {np.median(val.error):.4g}) and is left out of the calibration; "
             f"if the part is flawed, move it out of train/good and rebuild: {note['path']}")
-    val_kept = Scores(val.reconstruction[kept], val.error[kept], val.density[kept], val.anomaly[kept])
+    val_kept = Scores(None if val.reconstruction is None else val.reconstruction[kept], val.error[kept],
+                      val.density[kept], val.anomaly[kept])
     thresholds = thresholds_at_frr(val_kept.density, val_kept.error, options.target_frr, options.rule)
     bundle = Bundle(
         model=model,
@@ -280,6 +368,8 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
         good_statistics=GoodStatistics.from_scores(val_kept.density, val_kept.error),
         knob_ranges=knob_ranges(val_kept.density, val_kept.error),
         reconstruction_score=recon_score,
+        map_statistics=map_statistics(val_maps, kept) if val_maps is not None else None,
+        combination="sum" if options.feature_model else "",
         meta={
             "architecture": options.architecture,
             "density_preset": options.density_preset,
@@ -308,12 +398,14 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     test = load_test(data)
     evaluation = None
     if len(test):
-        evaluation = evaluate_test(bundle, test, data, options.target_recall, val_kept, options.target_frr)
+        evaluation = evaluate_test(bundle, test, data, options.target_recall, val_kept, options.target_frr,
+                                   show_progress)
         bundle.meta["evaluation"] = evaluation.summary
     extra = {"history.json": json.dumps(history, indent=1).encode()}
     if report:
         from model_builder.report import render_report
 
+        log("writing the report ...")
         extra["report.html"] = render_report(bundle, history, evaluation, val, x[idx_val][outliers]).encode()
     if out is not None:
         save_bundle(bundle, Path(out), force=force, extra_files=extra)

@@ -1,6 +1,7 @@
-"""Model bundle v1: one folder read by every tool.
+"""Model bundle v2: one folder read by every tool (version 1 bundles still load and score as before).
 
-    model.keras   Keras model: image -> (reconstruction, latent), loaded with safe_mode
+    model.keras   Keras model: image -> (reconstruction, latent), or for the feature autoencoder
+                  (error per latent position, latent); loaded with safe_mode
     density.npz   the latent density's state as plain arrays (no pickle)
     bundle.json   format version, preprocessing, thresholds, rule, calibration, provenance
 """
@@ -22,10 +23,11 @@ from capture.imageio import FOLDER_MODE, write_bytes_atomic
 from capture.trash import move_to_trash
 from model_builder.density import LatentDensity
 from model_builder.preprocess import Preprocessing
-from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Thresholds, finite_number
+from model_builder.scoring import (COMBINATIONS, GoodStatistics, ReconstructionScore, Scorer, Thresholds,
+                                   combined_score, finite_number, rule_combination)
 
 FORMAT = "gutcheck-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the feature autoencoder, map statistics, the score combination
 MODEL_FILE, DENSITY_FILE, META_FILE = "model.keras", "density.npz", "bundle.json"
 
 
@@ -42,10 +44,24 @@ class Bundle:
     reconstruction_score: ReconstructionScore = field(default_factory=ReconstructionScore)
     meta: dict = field(default_factory=dict)
     path: Path | None = None
+    map_statistics: GoodStatistics | None = None  # feature autoencoder: good positions, for the heatmap
+    combination: str = ""  # how the two scores make the single `score` (COMBINATIONS); "": the rule's
+
+    def __post_init__(self) -> None:
+        if not self.combination:
+            self.combination = rule_combination(self.thresholds.rule)
+        if self.combination not in COMBINATIONS:
+            raise GutcheckError(f"score combination must be one of {', '.join(COMBINATIONS)}, not "
+                                f"{self.combination!r}")
 
     @property
     def scorer(self) -> Scorer:
-        return Scorer(self.model, self.density, self.preprocessing, self.thresholds, self.reconstruction_score)
+        return Scorer(self.model, self.density, self.preprocessing, self.thresholds, self.reconstruction_score,
+                      self.map_statistics)
+
+    def combined(self, density: np.ndarray, error: np.ndarray) -> np.ndarray:
+        """The single anomaly score (higher = worse) that the report's ROC and `inspect` use."""
+        return combined_score(density, error, self.good_statistics, self.combination)
 
     def model_id(self) -> str:
         return str(self.meta.get("model_id", "unsaved"))
@@ -63,7 +79,10 @@ class Bundle:
             good_statistics=self.good_statistics.to_dict(),
             knob_ranges=self.knob_ranges,
             reconstruction_score=self.reconstruction_score.to_dict(),
+            score_combination=self.combination,
         )
+        if self.map_statistics is not None:
+            meta["map_statistics"] = self.map_statistics.to_dict()
         return meta
 
 
@@ -132,12 +151,12 @@ def _section(meta: dict, key: str) -> dict:
     return value
 
 
-def _good_statistics(meta: dict) -> GoodStatistics:
-    stats = GoodStatistics(**_section(meta, "good_statistics"))
+def _good_statistics(meta: dict, key: str = "good_statistics") -> GoodStatistics:
+    stats = GoodStatistics(**_section(meta, key))
     for name, value in vars(stats).items():
-        finite_number(value, f"good_statistics.{name}")
+        finite_number(value, f"{key}.{name}")
     if stats.density_spread <= 0 or stats.error_spread <= 0:
-        raise GutcheckError("good_statistics: spreads must be positive")
+        raise GutcheckError(f"{key}: spreads must be positive")
     return stats
 
 
@@ -178,6 +197,8 @@ def load_bundle(path: Path) -> Bundle:
             reconstruction_score=ReconstructionScore(**_section(meta, "reconstruction_score")),
             meta=meta,
             path=path,
+            map_statistics=_good_statistics(meta, "map_statistics") if "map_statistics" in meta else None,
+            combination=str(meta.get("score_combination", "")),
         )
     except GutcheckError as exc:
         raise GutcheckError(f"{path / META_FILE}: {exc}; rebuild the model") from None

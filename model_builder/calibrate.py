@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from model_builder.scoring import GoodStatistics, Thresholds, combined_score, is_anomaly
+from model_builder.scoring import GoodStatistics, Thresholds, combined_score, is_anomaly, rule_combination
 
 
 def thresholds_at_frr(density: np.ndarray, error: np.ndarray, target_frr: float, rule: str) -> Thresholds:
@@ -101,10 +101,12 @@ def auroc(truth_anomaly: np.ndarray, score: np.ndarray) -> float:
 
 
 def evaluate_scores(
-    truth_anomaly: np.ndarray, density: np.ndarray, error: np.ndarray, thresholds: Thresholds, stats: GoodStatistics
+    truth_anomaly: np.ndarray, density: np.ndarray, error: np.ndarray, thresholds: Thresholds, stats: GoodStatistics,
+    combination: str | None = None,
 ) -> dict:
-    """AUROC of each score and of the combined score, and the operating point at `thresholds`."""
-    combined = combined_score(density, error, stats, thresholds.rule)
+    """AUROC of each score and of the combined score (COMBINATIONS; default: the rule's), and the
+    operating point at `thresholds`."""
+    combined = combined_score(density, error, stats, combination or rule_combination(thresholds.rule))
     t = np.asarray(truth_anomaly, bool)
     return {
         "auroc_density": auroc(truth_anomaly, -np.asarray(density)),
@@ -129,7 +131,7 @@ def thresholds_at_recall(truth_anomaly: np.ndarray, density: np.ndarray, error: 
     truth = np.asarray(truth_anomaly, bool)
     if not truth.any():
         return None
-    scores = np.sort(combined_score(density, error, stats, rule)[truth])
+    scores = np.sort(combined_score(density, error, stats, rule_combination(rule))[truth])
     k = int(np.ceil(target_recall * len(scores)))
     edge = float(scores[len(scores) - k])
     z = edge - 1e-6 * max(1.0, abs(edge))  # just below the k-th worst defect, safe from rounding

@@ -22,6 +22,7 @@ Presets:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from scipy.special import logsumexp
@@ -57,9 +58,11 @@ def _gaussian_log_density(sq: np.ndarray, bandwidth: float, dim: int, n: int) ->
     return logsumexp(-0.5 * sq / bandwidth**2, axis=1) - log_norm
 
 
-def greedy_coreset(points: np.ndarray, size: int, seed: int = 0, projection_dim: int = 64) -> np.ndarray:
+def greedy_coreset(points: np.ndarray, size: int, seed: int = 0, projection_dim: int = 64,
+                   progress: Callable[[int], object] | None = None) -> np.ndarray:
     """Indices of `size` rows of `points` chosen greedily so that every row is close to one of
-    them (k-centre; distances in a random projection, which keeps them to a few per cent)."""
+    them (k-centre; distances in a random projection, which keeps them to a few per cent).
+    `progress(n)` hears of every n rows chosen."""
     n = len(points)
     if size >= n:
         return np.arange(n)
@@ -74,6 +77,10 @@ def greedy_coreset(points: np.ndarray, size: int, seed: int = 0, projection_dim:
         j = int(dist.argmax())
         chosen[i] = j
         np.minimum(dist, zz + zz[j] - 2.0 * (z @ z[j]), out=dist)
+        if progress is not None and i % 100 == 0:
+            progress(100)
+    if progress is not None:
+        progress(size % 100 or 100)
     return chosen
 
 
@@ -108,7 +115,8 @@ class LatentDensity:
     gives the log-density of each row (higher = more like the good parts)."""
 
     def __init__(self, preset: str = "whitened", bandwidth: float | None = None, n_components: int = 32,
-                 coreset: float = 0.1, seed: int = 0, worst: int = PATCH_WORST):
+                 coreset: float = 0.1, seed: int = 0, worst: int = PATCH_WORST, max_memory: int = PATCH_MAX_MEMORY,
+                 coarse: float = 0.0, refine: float = 0.1):
         if preset not in PRESETS:
             raise GutcheckError(f"unknown density preset {preset!r}; known: {', '.join(PRESETS)}")
         self.preset = preset
@@ -117,6 +125,9 @@ class LatentDensity:
         self.coreset = coreset  # patch preset: share of training patches kept (at most PATCH_MAX_MEMORY)
         self.seed = seed
         self.worst = max(1, int(worst))  # patch preset: least likely patches averaged per image
+        self.max_memory = int(max_memory)  # patch preset: most patches kept (the live path's cost grows with it)
+        self.coarse = float(coarse)  # patch preset: share of the memory for the first pass (0: one exact pass)
+        self.refine = float(refine)  # patch preset: share of positions computed exactly in the second pass
         self.mean_: np.ndarray | None = None
         self.projection_: np.ndarray | None = None  # (dim, k): centred latent -> whitened coordinates
         self.points_: np.ndarray | None = None  # the training set in the space the kernel works in
@@ -135,11 +146,12 @@ class LatentDensity:
             return flat
         return (flat - self.mean_) @ self.projection_
 
-    def fit(self, latents: np.ndarray) -> "LatentDensity":
+    def fit(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> "LatentDensity":
+        """Fit on training latents; `progress(n)` hears of the patch coreset's progress (patch preset)."""
         if len(latents) < 3:
             raise GutcheckError("need at least 3 good images to fit the density model")
         if self.preset == "patch":
-            return self._fit_patches(latents)
+            return self._fit_patches(latents, progress)
         flat = latents.reshape(len(latents), -1).astype(np.float64)
         if self.preset == "gaussian":
             from sklearn.covariance import LedoitWolf
@@ -167,32 +179,66 @@ class LatentDensity:
             self.bandwidth = loo_bandwidth(self.points_)
         return self
 
-    def _fit_patches(self, latents: np.ndarray) -> "LatentDensity":
+    def memory_size(self, n_patches: int) -> int:
+        """Patches the patch preset keeps of `n_patches`."""
+        return int(min(self.max_memory, max(min(n_patches, 3), round(n_patches * self.coreset))))
+
+    def _fit_patches(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> "LatentDensity":
         patches, _ = as_patches(latents)
-        size = int(min(PATCH_MAX_MEMORY, max(min(len(patches), 3), round(len(patches) * self.coreset))))
+        size = self.memory_size(len(patches))
         if len(patches) > CORESET_POOL:  # at 384 px a screw set has 590 000 patches: a third of the search time
             patches = patches[np.random.default_rng(self.seed).choice(len(patches), CORESET_POOL, replace=False)]
-        self.points_ = patches[greedy_coreset(patches, size, self.seed)].astype(np.float32)
+        self.points_ = patches[greedy_coreset(patches, size, self.seed, progress=progress)].astype(np.float32)
         if self.bandwidth is None:
             rng = np.random.default_rng(self.seed)
             sample = self.points_[rng.permutation(len(self.points_))[:BANDWIDTH_SAMPLE]]
             self.bandwidth = loo_bandwidth(sample)
         return self
 
-    def _kde(self, x: np.ndarray) -> np.ndarray:
-        """Log-density of rows of x (already in the kernel's space) under the KDE on points_."""
-        n, dim = self.points_.shape
+    def _kde(self, x: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+        """Log-density of rows of x (already in the kernel's space) under the KDE on `points` (points_)."""
+        points = self.points_ if points is None else points
+        n, dim = points.shape
         step = max(1, 4_000_000 // n)  # bound the distance matrix to ~32 MB
         return np.concatenate([
-            _gaussian_log_density(_sq_distances(x[i:i + step], self.points_), float(self.bandwidth), dim, n)
+            _gaussian_log_density(_sq_distances(x[i:i + step], points), float(self.bandwidth), dim, n)
             for i in range(0, len(x), step)]) if len(x) else np.zeros(0)
 
     def patch_maps(self, latents: np.ndarray) -> np.ndarray:
-        """Patch preset: the log-density of every spatial position, shape (n, h, w)."""
+        """Patch preset: the log-density of every spatial position, shape (n, h, w).
+
+        With `coarse` > 0 (detector v2) it is computed in two passes, the cost of the live path being
+        this KDE: every position against the first `coarse` share of the memory (the greedy coreset's
+        first picks cover all patches, only more coarsely), then the `refine` share of each image's
+        least likely positions again against the whole memory. The other positions keep their coarse
+        value, lowered by the median gap between the two passes on the refined ones so that both
+        kinds sit on one scale. The image density (its least likely patches) comes from the refined
+        positions: exact whenever they hold them, as they do when coarse and exact rank alike."""
         if self.preset != "patch" or self.points_ is None:
             raise RuntimeError("patch_maps needs a fitted patch density")
         patches, shape = as_patches(latents)
-        return self._kde(patches).reshape(shape)
+        n_memory = len(self.points_)
+        n_coarse = int(round(n_memory * self.coarse))
+        positions = int(np.prod(shape[1:]))
+        n_refine = max(4 * self.worst, int(round(positions * self.refine)))
+        if not self.coarse or n_coarse < 50 or n_refine >= positions:
+            return self._kde(patches).reshape(shape)
+        coarse = self._kde(patches, self.points_[:n_coarse]).reshape(len(latents), positions)
+        worst = np.argpartition(coarse, n_refine - 1, axis=1)[:, :n_refine]
+        rows = np.repeat(np.arange(len(latents)), n_refine)
+        exact = self._kde(patches.reshape(len(latents), positions, -1)[rows, worst.ravel()])
+        gap = float(np.median(exact - coarse[rows, worst.ravel()]))
+        maps = coarse + gap
+        maps[rows, worst.ravel()] = exact
+        return maps.reshape(shape)
+
+    def score_maps(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Patch preset: each image's density (the mean of its `worst` least likely patches) and the
+        per-patch map it came from, computed once."""
+        maps = self.patch_maps(latents)
+        flat = maps.reshape(len(latents), -1)
+        k = min(self.worst, flat.shape[1])
+        return np.partition(flat, k - 1, axis=1)[:, :k].mean(1), maps
 
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
         """Log-density of each latent vector under the fitted KDE (patch preset: of its least
@@ -200,9 +246,7 @@ class LatentDensity:
         if self.points_ is None:
             raise RuntimeError("LatentDensity.score_samples called before fit")
         if self.preset == "patch":
-            flat = self.patch_maps(latents).reshape(len(latents), -1)
-            k = min(self.worst, flat.shape[1])
-            return np.partition(flat, k - 1, axis=1)[:, :k].mean(1)
+            return self.score_maps(latents)[0]
         if self.preset == "gaussian":
             d = latents.reshape(len(latents), -1).astype(np.float64) - self.mean_
             return self.log_norm_ - 0.5 * np.einsum("ij,jk,ik->i", d, self.precision_.astype(np.float64), d)
@@ -216,6 +260,8 @@ class LatentDensity:
             "n_components": np.array(self.n_components),
             "coreset": np.array(self.coreset, dtype=np.float64),
             "worst": np.array(self.worst),
+            "coarse": np.array(self.coarse, dtype=np.float64),
+            "refine": np.array(self.refine, dtype=np.float64),
             "points": self.points_,
         }
         if self.projection_ is not None:
@@ -230,7 +276,8 @@ class LatentDensity:
         coreset = float(arrays["coreset"]) if "coreset" in arrays else 0.1
         worst = int(arrays["worst"]) if "worst" in arrays else 1  # bundles before it: the least likely patch
         obj = cls(str(arrays["preset"]), float(arrays["bandwidth"]), int(arrays["n_components"]), coreset,
-                  worst=worst)
+                  worst=worst, coarse=float(arrays["coarse"]) if "coarse" in arrays else 0.0,
+                  refine=float(arrays["refine"]) if "refine" in arrays else 0.1)
         points = np.asarray(arrays["points"])
         obj.points_ = points.astype(np.float32 if obj.preset == "patch" else np.float64)
         if "projection" in arrays:

@@ -125,11 +125,15 @@ def examples_plot(title: str, idx: list[int], inputs: np.ndarray, scores: Scores
     if not idx:
         return f"<p>{html.escape(title)}: none.</p>"
     fig, axes = plt.subplots(len(idx), 3, figsize=(6, 2.1 * len(idx)), squeeze=False)
+    feature = scores.reconstruction is None  # the feature model redraws features: the heatmap over the part
     for row, i in enumerate(idx):
-        for col, (img, name) in enumerate(((inputs[i], "input"), (scores.reconstruction[i], "reconstruction"),
-                                           (heatmaps[i], "error heatmap"))):
+        middle = (inputs[i], "heatmap on the part") if feature else (scores.reconstruction[i], "reconstruction")
+        for col, (img, name) in enumerate(((inputs[i], "input"), middle,
+                                           (heatmaps[i], "anomaly heatmap" if feature else "error heatmap"))):
             ax = axes[row][col]
             ax.imshow(img.squeeze(), cmap="inferno" if col == 2 else ("gray" if img.shape[-1] == 1 else None))
+            if col == 1 and feature:
+                ax.imshow(heatmaps[i], cmap="inferno", alpha=0.5, vmin=0, vmax=20)
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
@@ -223,7 +227,7 @@ def render_report(bundle, history: dict, evaluation, val: Scores, outlier_inputs
         s, labels = evaluation.scores, evaluation.test.labels
         truth = evaluation.test.is_anomaly
         gd, ge = _groups(labels, s.density), _groups(labels, s.error)
-        comb = combined_score(s.density, s.error, bundle.good_statistics, t.rule)
+        comb = combined_score(s.density, s.error, bundle.good_statistics, bundle.combination)
         parts += [
             "<h2>Metrics on test/</h2>", metrics_table(evaluation.summary),
             "<h2>Scores: good vs each defect type</h2>",
@@ -233,10 +237,20 @@ def render_report(bundle, history: dict, evaluation, val: Scores, outlier_inputs
         ]
         if truth.any() and not truth.all():
             parts.append(roc_plot(truth, {"density": -s.density, "reconstruction error": s.error,
-                                          f"combined ({t.rule})": comb}))
+                                          f"score ({bundle.combination})": comb}))
         parts.append(confusion_plot(evaluation.summary["operating_point"]))
         missed = [i for i in np.argsort(comb) if truth[i] and not s.anomaly[i]][:4]
         alarms = [i for i in np.argsort(-comb) if not truth[i] and s.anomaly[i]][:4]
+        typical = []  # per defect type, the image with the median score: what the heatmap usually shows
+        for label in sorted(set(labels) - {"good"}):
+            idx = [i for i in range(len(labels)) if labels[i] == label]
+            typical.append(sorted(idx, key=lambda i: comb[i])[len(idx) // 2])
+        parts += ["<h2>Heatmaps: a typical image of each defect type</h2>",
+                  "<p>The heatmap is what the verdict is made of: per position, how far the density and the "
+                  "reconstruction error lie from the held-out good parts, added as the score adds them.</p>"
+                  if s.reconstruction is None else "",
+                  examples_plot("The median-scoring image of each defect type", typical[:8], evaluation.inputs, s,
+                                evaluation.heatmaps, labels)]
         parts += ["<h2>Worst misses and false alarms</h2>",
                   examples_plot("Defects passed as OK (lowest scores first)", missed, evaluation.inputs, s,
                                 evaluation.heatmaps, labels),

@@ -16,6 +16,7 @@ from model_builder.augment import Augmentation
 from model_builder.build import BuildOptions, build
 from model_builder.bundle import load_bundle
 from model_builder.dataset import load_test
+from model_builder.scoring import SUM_ERROR_WEIGHT
 
 QUIET = dict(show_progress=False, log=lambda s: None)
 
@@ -32,7 +33,10 @@ def tiny(**kw) -> BuildOptions:
     tiny(architecture="mobilenet", pretrained="none", loss="hybrid", alpha=0.3, color="gray", size=40,
          density_preset="patch"),
     tiny(architecture="prototype", loss="hybrid", density_preset="whitened"),
-], ids=["prototype-mse-kde0.2", "residual-ssim-gaussian", "mobilenet-hybrid-gray-patch", "prototype-whitened"])
+    tiny(architecture="features", pretrained="none", size=64, density_preset="patch", epochs=2, latent_dim=16,
+         decoder_width=32),
+], ids=["prototype-mse-kde0.2", "residual-ssim-gaussian", "mobilenet-hybrid-gray-patch", "prototype-whitened",
+        "features-v2"])
 def test_each_variant_trains_and_round_trips(small_dataset, tmp_path, options):
     result = build(small_dataset, tmp_path / "m", options, **QUIET)
     images = load_test(small_dataset).images[:6]
@@ -40,6 +44,7 @@ def test_each_variant_trains_and_round_trips(small_dataset, tmp_path, options):
     after = load_bundle(tmp_path / "m").scorer.score_images(images)
     np.testing.assert_array_equal(before.error, after.error)
     np.testing.assert_array_equal(before.density, after.density)
+    assert load_bundle(tmp_path / "m").combination == result.bundle.combination
     assert np.isfinite(result.bundle.density.bandwidth) and result.bundle.density.bandwidth > 0
     assert (tmp_path / "m" / "report.html").stat().st_size > 10_000
     assert (tmp_path / "m" / "history.json").is_file()
@@ -137,3 +142,28 @@ def test_synthetic_set_with_masks_gets_pixel_auroc(tmp_path):
     data = write_dataset(tmp_path / "nut", seed=1, n_train=12, n_test_good=2, n_test_defect=1, size=64)
     ev = build(data, None, tiny(), report=False, **QUIET).evaluation
     assert ev["pixel_auroc"] is not None
+
+
+def test_feature_model_heatmap_explains_the_verdict_and_has_the_image_size(small_dataset, tmp_path):
+    """Detector v2: one heatmap per image at the model's input size, built from both halves'
+    position maps; no pixel reconstruction; the single score adds both halves."""
+    options = tiny(architecture="features", pretrained="none", size=64, density_preset="patch", epochs=1,
+                   latent_dim=16, decoder_width=32)
+    bundle = build(small_dataset, None, options, report=False, **QUIET).bundle
+    x = bundle.preprocessing.apply_batch(load_test(small_dataset).images[:4])
+    s = bundle.scorer.score_inputs(x, with_heatmaps=True, keep_maps=True)
+    assert s.reconstruction is None and s.heatmaps.shape == (4, 64, 64) and (s.heatmaps >= 0).all()
+    density_maps, error_maps = s.position_maps
+    assert density_maps.shape == error_maps.shape == (4, 8, 8)
+    assert bundle.combination == "sum" and bundle.map_statistics is not None
+    z = bundle.combined(s.density, s.error)
+    stats = bundle.good_statistics
+    np.testing.assert_allclose(z, (stats.density_median - s.density) / stats.density_spread
+                               + SUM_ERROR_WEIGHT * (s.error - stats.error_median) / stats.error_spread)
+
+
+def test_pixel_and_feature_options_do_not_mix():
+    with pytest.raises(GutcheckError, match="feature reconstruction error"):
+        BuildOptions(architecture="mobilenet", reconstruction_score="feature")
+    with pytest.raises(GutcheckError, match="feature reconstruction error"):
+        BuildOptions(architecture="features", reconstruction_score="ssim")

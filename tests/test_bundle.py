@@ -33,7 +33,8 @@ def test_loaded_bundle_scores_identically_to_the_built_one(small_dataset, tmp_pa
 
 def test_bundle_json_says_what_the_tools_need(tiny_bundle):
     meta = read_meta(tiny_bundle)
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
+    assert meta["score_combination"] == "max"  # a pixel model under the OR rule: the rule's ranking
     assert meta["image_size"] == 32 and meta["color"] == "rgb"
     assert set(meta["thresholds"]) == {"density", "reconstruction", "rule"}
     assert meta["rule"] in ("and", "or")
@@ -59,12 +60,25 @@ def test_bundle_is_readable_by_other_users_like_any_saved_folder(tiny_bundle):
 
 
 def test_newer_format_is_refused_with_a_clear_message(tiny_bundle, tmp_path):
-    newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", format_version=2)
-    with pytest.raises(GutcheckError, match="format version 2 is not supported"):
+    newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", format_version=3)
+    with pytest.raises(GutcheckError, match="format version 3 is not supported"):
         load_bundle(newer)
     other = _copy_with_meta(tiny_bundle, tmp_path / "other", format="something-else")
     with pytest.raises(GutcheckError, match="not a Gutcheck model bundle"):
         load_bundle(other)
+
+
+def test_version_1_bundle_still_loads_and_scores_as_before(tiny_bundle, small_dataset, tmp_path):
+    """A bundle written before detector v2 (format 1: no score combination, no map statistics)."""
+    meta = json.loads((tiny_bundle / META_FILE).read_text())
+    meta.pop("score_combination")
+    old = _copy_with_meta(tiny_bundle, tmp_path / "v1", format_version=1)
+    (old / META_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "format_version"}
+                                            | {"format_version": 1}))
+    images = load_test(small_dataset).images[:4]
+    a, b = load_bundle(tiny_bundle), load_bundle(old)
+    assert b.combination == "max" and b.map_statistics is None
+    np.testing.assert_array_equal(a.scorer.score_images(images).density, b.scorer.score_images(images).density)
 
 
 def test_missing_or_damaged_parts_are_clear_errors(tiny_bundle, tmp_path):

@@ -126,3 +126,26 @@ def test_image_density_is_the_mean_of_its_least_likely_patches_and_survives_a_ro
     assert again.worst == 3 and np.allclose(again.score_samples(probe), kde.score_samples(probe))
     old = {k: v for k, v in kde.to_arrays().items() if k != "worst"}  # a bundle from before `worst`
     assert np.allclose(LatentDensity.from_arrays(old).score_samples(probe), lowest[:, 0])
+
+
+def test_two_pass_patch_density_finds_the_same_odd_patches_as_one_exact_pass():
+    """Detector v2's live path: a coarse pass against the coreset's first picks, then the least
+    likely positions exactly. The image density (its worst patches) must come out as the exact one,
+    up to the ordinary patches that the coarse pass ranks a little differently."""
+    rng = np.random.default_rng(4)
+    centres = rng.normal(0, 3, (40, 16))
+    train = (centres[rng.integers(40, size=(30, 24, 24))] + rng.normal(0, 0.3, (30, 24, 24, 16))).astype(np.float32)
+    query = (centres[rng.integers(40, size=(6, 24, 24))] + rng.normal(0, 0.3, (6, 24, 24, 16))).astype(np.float32)
+    query[:3, 5:7, 9:11] += rng.normal(0, 4, (3, 2, 2, 16)).astype(np.float32)  # a small odd spot in three
+    exact = LatentDensity("patch", coreset=0.2, max_memory=3000).fit(train)
+    two_pass = LatentDensity.from_arrays({**exact.to_arrays(), "coarse": np.array(0.1)})
+    assert two_pass.coarse == 0.1 and len(two_pass.points_) == 3000
+    e, e_maps = exact.score_maps(query)
+    t, t_maps = two_pass.score_maps(query)
+    np.testing.assert_allclose(t, e, rtol=0.02)  # the worst patches were among the refined ones
+    assert (np.argsort(t) == np.argsort(e)).all()
+    assert t_maps.shape == e_maps.shape == (6, 24, 24)
+    assert e[:3].max() < e[3:].min()  # and the odd spots are what makes those images unlikely
+    odd = np.zeros((24, 24), bool)
+    odd[5:7, 9:11] = True
+    assert (t_maps[:3][:, odd].max() < np.median(t_maps[:3], axis=(1, 2))).all()

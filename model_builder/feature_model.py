@@ -1,0 +1,90 @@
+"""Detector v2 (architecture `features`): the autoencoder works on the frozen encoder's features,
+not on pixels, so it trains on features computed once and an epoch costs seconds.
+
+The story, top to bottom:
+1. `extract_features`: every good image through the frozen MobileNetV2, once.
+2. `fit_projection`: the latent is a linear layer fitted as the principal components of the good
+   parts' patch descriptors (64 of 288 values keep 97-99 % of their variance; the density on them
+   measured as good as on all 288: screw 0.93 vs 0.93, pill 0.96 vs 0.96 at 384 px with 5 000 patches),
+   and a KDE over 64 values costs a fifth of one over 288.
+3. `train_decoder`: the context decoder learns to redraw each latent from its neighbours, for a
+   fixed budget of epochs (the same data gives the same model on any machine); a time limit only
+   guards, and says so when it fires.
+4. `feature_cae` (architectures.py) puts the pieces into one Keras model for the bundle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from capture.errors import GutcheckError
+
+PROJECTION_SAMPLE = 100_000  # patch descriptors the principal components are computed on
+
+
+def extract_features(extractor, x: np.ndarray, batch: int = 16, progress=None) -> np.ndarray:
+    """Patch descriptors (n, g, g, c) of preprocessed images, batch by batch."""
+    import tensorflow as tf
+
+    run = tf.function(lambda t: extractor(t, training=False), reduce_retracing=True)
+    out = []
+    for i in range(0, len(x), batch):
+        out.append(run(np.ascontiguousarray(x[i:i + batch], dtype=np.float32)).numpy())
+        if progress is not None:
+            progress(len(x[i:i + batch]))
+    return np.concatenate(out)
+
+
+def fit_projection(features: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean (c,), projection (c, dim) onto the leading principal components of the patches, and each
+    component's standard deviation (dim,), with which the decoder works on whitened latents: every
+    direction counts the same in its error, so a defect that shows in a weak direction is not drowned by
+    the strong ones (same-run comparison at 384 px, image AUROC of the combined score: pill 0.955 vs
+    0.959, screw 0.946 vs 0.913 for the unwhitened latent)."""
+    patches = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    if dim > patches.shape[1]:
+        raise GutcheckError(f"--latent-dim {dim} is more than the encoder's {patches.shape[1]} feature values")
+    if len(patches) > PROJECTION_SAMPLE:
+        patches = patches[np.random.default_rng(seed).choice(len(patches), PROJECTION_SAMPLE, replace=False)]
+    mean = patches.mean(0)
+    _, sv, vt = np.linalg.svd(patches - mean, full_matrices=False)
+    scale = np.maximum(sv[:dim] / np.sqrt(len(patches)), 1e-6 * max(float(sv[0]), 1e-12))
+    return mean.astype(np.float32), vt[:dim].T.astype(np.float32), scale.astype(np.float32)
+
+
+def project(features: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """The latent map of features, exactly as the bundle's `latent` layer computes it."""
+    shape = features.shape[:-1]
+    flat = features.reshape(-1, features.shape[-1]).astype(np.float32)
+    return ((flat - mean) @ projection).reshape(*shape, projection.shape[1])
+
+
+def train_decoder(decoder, latent_train: np.ndarray, latent_val: np.ndarray, epochs: int, batch_size: int,
+                  learning_rate: float, seed: int, time_limit_s: float, show_progress: bool = True
+                  ) -> dict[str, list[float]]:
+    """Fit the context decoder (MSE between its guess and the latent) for `epochs` epochs, keeping the
+    weights of the best validation epoch; Ctrl-C keeps the best so far."""
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    from model_builder.progress import EpochProgress
+
+    keras.utils.set_random_seed(seed)
+    decoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    train = (tf.data.Dataset.from_tensor_slices(latent_train).shuffle(len(latent_train), seed=seed)
+             .batch(batch_size).map(lambda b: (b, b)).prefetch(2))
+    val = tf.data.Dataset.from_tensor_slices(latent_val).batch(batch_size).map(lambda b: (b, b))
+    # patience = epochs: the budget decides, not the machine; the best validation epoch is kept
+    progress = EpochProgress(epochs, epochs, enabled=show_progress, time_limit_s=time_limit_s)
+    try:
+        decoder.fit(train, validation_data=val, epochs=epochs, callbacks=[progress], verbose=0, shuffle=False)
+    except KeyboardInterrupt:
+        print("\ninterrupted: keeping the best decoder so far", file=sys.stderr)
+    finally:
+        progress.close()
+    if progress.best_weights is None:
+        raise GutcheckError("training was stopped before the first epoch finished; nothing to keep")
+    decoder.set_weights(progress.best_weights)
+    return progress.history
