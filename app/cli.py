@@ -19,6 +19,44 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr closed: its C++ start-up lines (absl, oneDNN) would
+    come before any one-line message of ours. An import that fails still raises, and is reported."""
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        import tensorflow  # noqa: F401
+        return
+    try:
+        sys.stderr.flush()
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write the traceback of an unexpected error where the user can find it; returns the path."""
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    for folder in (Path.home() / ".cache" / "gutcheck", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"gutcheck-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            path.write_text(" ".join(sys.argv) + "\n\n" + text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "(no writable folder for the log)"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from model_builder.build import BuildOptions, build
 
@@ -109,7 +147,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         s = scorer.score_images([image])
         print(_verdict_json({"file": str(path)}, bool(s.anomaly[0]), float(s.density[0]), float(s.error[0]),
                             bundle.thresholds, bundle), flush=True)
-    return 1 if failures else 0
+    return 2 if failures else 0  # the README's promise: bad input is exit code 2
 
 
 def _inspect_source(args: argparse.Namespace, bundle) -> int:
@@ -363,10 +401,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+NEEDS_TENSORFLOW = {"build", "inspect", "dashboard", "demo"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every problem ends in one line and exit code 2: ours as they are, the system's (a file that
+    cannot be read or written) with the file and the reason, anything unexpected with the path of
+    a log that holds its traceback."""
     _quiet_tensorflow()
     args = parser().parse_args(argv)
     try:
+        if args.command in NEEDS_TENSORFLOW:
+            _import_tensorflow_quietly()
         return args.func(args)
     except GutcheckError as exc:
         print(f"gutcheck: error: {exc}", file=sys.stderr)
@@ -374,6 +420,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gutcheck: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"gutcheck: error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line for the user, the traceback in a file for us
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        print(f"gutcheck: error: unexpected {type(exc).__name__}: {first} (a fault in Gutcheck; the details "
+              f"are in {_crash_log(exc)})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -54,6 +54,27 @@ def residual_cae(size: int, channels: int, **_: object) -> keras.Model:
 PATCH_FEATURES = ("block_6_expand_relu", "block_10_expand_relu")  # strides 8 and 16
 
 
+def _as_mobilenet_input(inp, channels: int):
+    """Images in 0..1 (RGB or grey) as MobileNetV2 expects them: RGB in -1..1."""
+    x = inp if channels == 3 else layers.Concatenate()([inp, inp, inp])
+    return layers.Rescaling(2.0, offset=-1.0)(x)
+
+
+def _mobilenet_patch_features(x, size: int, weights: str | None, alpha: float = 0.5, name: str = "patch_features"):
+    """The frozen MobileNetV2's stride-8 features of x, and its patch descriptors: the stride-8 and the
+    up-sampled stride-16 features, each position averaged with its 3x3 neighbours (288 values at
+    alpha 0.5), so every descriptor says what one small neighbourhood of the part looks like."""
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False,
+                                          weights=weights)
+    base.trainable = False
+    features = keras.Model(base.input, [base.get_layer(n).output for n in PATCH_FEATURES],
+                           name="mobilenet_features")
+    f8, f16 = features(x)
+    f16_up = layers.Resizing(f8.shape[1], f8.shape[2], interpolation="bilinear")(f16)  # any multiple of 8
+    patches = layers.Concatenate()([f8, f16_up])
+    return f8, layers.AveragePooling2D(3, strides=1, padding="same", name=name)(patches)
+
+
 def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", alpha: float = 0.5,
                   **_: object) -> keras.Model:
     """An ImageNet-pretrained MobileNetV2 encoder (frozen) and a trained decoder.
@@ -67,17 +88,7 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     .h5 file, or None (random: tests only).
     """
     inp = keras.Input((size, size, channels), name="image")
-    x = inp if channels == 3 else layers.Concatenate()([inp, inp, inp])
-    x = layers.Rescaling(2.0, offset=-1.0)(x)  # MobileNetV2 expects -1..1
-    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False,
-                                          weights=weights)
-    base.trainable = False
-    features = keras.Model(base.input, [base.get_layer(n).output for n in PATCH_FEATURES],
-                           name="mobilenet_features")
-    f8, f16 = features(x)
-    f16_up = layers.Resizing(f8.shape[1], f8.shape[2], interpolation="bilinear")(f16)  # any multiple of 8
-    patches = layers.Concatenate()([f8, f16_up])
-    latent = layers.AveragePooling2D(3, strides=1, padding="same", name="latent")(patches)
+    f8, latent = _mobilenet_patch_features(_as_mobilenet_input(inp, channels), size, weights, alpha, name="latent")
     y = layers.Conv2D(96, 1, activation="relu")(f8)
     for filters in (64, 32):
         y = layers.UpSampling2D(2, interpolation="bilinear")(y)
@@ -87,27 +98,11 @@ def mobilenet_cae(size: int, channels: int, weights: str | None = "imagenet", al
     return keras.Model(inp, [recon, latent], name="mobilenet_cae")
 
 
-def _mobilenet_patch_features(x, size: int, weights: str | None, alpha: float = 0.5):
-    """The frozen MobileNetV2's stride-8 patch descriptors of x (-1..1 RGB): the stride-8 and the
-    up-sampled stride-16 features, each position averaged with its 3x3 neighbours (288 values at
-    alpha 0.5)."""
-    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False,
-                                          weights=weights)
-    base.trainable = False
-    features = keras.Model(base.input, [base.get_layer(n).output for n in PATCH_FEATURES],
-                           name="mobilenet_features")
-    f8, f16 = features(x)
-    f16_up = layers.Resizing(f8.shape[1], f8.shape[2], interpolation="bilinear")(f16)  # any multiple of 8
-    return layers.AveragePooling2D(3, strides=1, padding="same", name="patch_features")(
-        layers.Concatenate()([f8, f16_up]))
-
-
 def feature_extractor(size: int, channels: int, weights: str | None = "imagenet", **_: object) -> keras.Model:
     """Image (size, size, channels) in 0..1 -> the frozen encoder's patch descriptors (size/8)^2 x 288."""
     inp = keras.Input((size, size, channels), name="image")
-    x = inp if channels == 3 else layers.Concatenate()([inp, inp, inp])
-    x = layers.Rescaling(2.0, offset=-1.0)(x)  # MobileNetV2 expects -1..1
-    return keras.Model(inp, _mobilenet_patch_features(x, size, weights), name="feature_extractor")
+    _, patches = _mobilenet_patch_features(_as_mobilenet_input(inp, channels), size, weights, name="patch_features")
+    return keras.Model(inp, patches, name="feature_extractor")
 
 
 def ring_kernel(channels: int, ring: int) -> np.ndarray:

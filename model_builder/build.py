@@ -122,7 +122,7 @@ def train_autoencoder(model, x_train: np.ndarray, x_val: np.ndarray, options: Bu
     learning rate halved on plateaus; Ctrl-C stops training and keeps the best weights so far."""
     import keras
 
-    from model_builder.progress import EpochProgress
+    from model_builder.progress import EpochProgress, fit_keeping_best
 
     autoencoder = keras.Model(model.input, model.output[0])
     autoencoder.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
@@ -130,19 +130,8 @@ def train_autoencoder(model, x_train: np.ndarray, x_val: np.ndarray, options: Bu
     train_ds, val_ds = make_datasets(x_train, x_val, options)
     progress = EpochProgress(options.epochs, options.patience, enabled=show_progress,
                              time_limit_s=options.time_limit_s)
-    callbacks = [progress, keras.callbacks.ReduceLROnPlateau(patience=max(2, options.patience // 3), factor=0.5,
-                                                             verbose=0)]
-    try:
-        autoencoder.fit(train_ds, validation_data=val_ds, epochs=options.epochs, callbacks=callbacks, verbose=0,
-                        shuffle=False)
-    except KeyboardInterrupt:
-        print("\ninterrupted: keeping the best model so far", file=sys.stderr)
-    finally:
-        progress.close()
-    if progress.best_weights is None:
-        raise GutcheckError("training was stopped before the first epoch finished; nothing to keep")
-    autoencoder.set_weights(progress.best_weights)
-    return progress.history
+    plateau = keras.callbacks.ReduceLROnPlateau(patience=max(2, options.patience // 3), factor=0.5, verbose=0)
+    return fit_keeping_best(autoencoder, train_ds, val_ds, options.epochs, progress, [plateau])
 
 
 def package_versions() -> dict[str, str]:

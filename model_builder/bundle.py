@@ -97,7 +97,8 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dic
         raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        remove_stale_partials(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
     except OSError as exc:
         raise GutcheckError(f"{out}: cannot write there ({exc.strerror or exc})") from None
     try:
@@ -118,6 +119,37 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dic
         raise
     bundle.meta, bundle.path = meta, out
     return out
+
+
+STALE_PARTIAL_S = 24 * 3600
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its folder alone
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the half-written folders (`.<name>.<pid>.<random>.partial`) that killed builds of `out`
+    left beside it: those of a process that no longer runs, and any older than a day. A build in
+    progress keeps its own. Returns what was removed."""
+    removed = []
+    for folder in Path(out).parent.glob(f".{Path(out).name}.*.partial"):
+        parts = folder.name[len(Path(out).name) + 2:].split(".")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        try:
+            old = time.time() - folder.stat().st_mtime > STALE_PARTIAL_S
+        except OSError:
+            continue
+        if folder.is_dir() and (old or (pid is not None and pid != os.getpid() and not _process_alive(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def read_meta(path: Path) -> dict:

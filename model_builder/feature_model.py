@@ -43,7 +43,7 @@ def fit_projection(features: np.ndarray, dim: int, seed: int = 0) -> tuple[np.nd
     0.959, screw 0.946 vs 0.913 for the unwhitened latent)."""
     patches = features.reshape(-1, features.shape[-1]).astype(np.float64)
     if dim > patches.shape[1]:
-        raise GutcheckError(f"--latent-dim {dim} is more than the encoder's {patches.shape[1]} feature values")
+        raise GutcheckError(f"latent_dim {dim} is more than the encoder's {patches.shape[1]} feature values")
     if len(patches) > PROJECTION_SAMPLE:
         patches = patches[np.random.default_rng(seed).choice(len(patches), PROJECTION_SAMPLE, replace=False)]
     mean = patches.mean(0)
@@ -64,12 +64,10 @@ def train_decoder(decoder, latent_train: np.ndarray, latent_val: np.ndarray, epo
                   ) -> dict[str, list[float]]:
     """Fit the context decoder (MSE between its guess and the latent) for `epochs` epochs, keeping the
     weights of the best validation epoch; Ctrl-C keeps the best so far."""
-    import sys
-
     import keras
     import tensorflow as tf
 
-    from model_builder.progress import EpochProgress
+    from model_builder.progress import EpochProgress, fit_keeping_best
 
     keras.utils.set_random_seed(seed)
     decoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
@@ -78,13 +76,4 @@ def train_decoder(decoder, latent_train: np.ndarray, latent_val: np.ndarray, epo
     val = tf.data.Dataset.from_tensor_slices(latent_val).batch(batch_size).map(lambda b: (b, b))
     # patience = epochs: the budget decides, not the machine; the best validation epoch is kept
     progress = EpochProgress(epochs, epochs, enabled=show_progress, time_limit_s=time_limit_s)
-    try:
-        decoder.fit(train, validation_data=val, epochs=epochs, callbacks=[progress], verbose=0, shuffle=False)
-    except KeyboardInterrupt:
-        print("\ninterrupted: keeping the best decoder so far", file=sys.stderr)
-    finally:
-        progress.close()
-    if progress.best_weights is None:
-        raise GutcheckError("training was stopped before the first epoch finished; nothing to keep")
-    decoder.set_weights(progress.best_weights)
-    return progress.history
+    return fit_keeping_best(decoder, train, val, epochs, progress)

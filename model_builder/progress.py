@@ -69,3 +69,21 @@ class EpochProgress(keras.callbacks.Callback):
 
     def close(self) -> None:
         self.bar.close()
+
+
+def fit_keeping_best(model, train, val, epochs: int, progress: EpochProgress, extra_callbacks=()) -> dict:
+    """model.fit with the progress bar; Ctrl-C stops training and keeps the best weights so far. The
+    model ends with the weights of its best validation epoch; returns the history."""
+    from capture.errors import GutcheckError
+
+    try:
+        model.fit(train, validation_data=val, epochs=epochs, callbacks=[progress, *extra_callbacks], verbose=0,
+                  shuffle=False)
+    except KeyboardInterrupt:
+        print("\ninterrupted: keeping the best model so far", file=sys.stderr)
+    finally:
+        progress.close()
+    if progress.best_weights is None:
+        raise GutcheckError("training was stopped before the first epoch finished; nothing to keep")
+    model.set_weights(progress.best_weights)
+    return progress.history

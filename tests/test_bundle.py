@@ -103,3 +103,28 @@ def test_existing_bundle_kept_without_force_and_trashed_with_it(tiny_bundle, tmp
     trashed = list((tmp_path / "models" / ".trash").glob("*/m"))
     assert len(trashed) == 1 and read_meta(trashed[0])["model_id"] == first_id
     assert not list(target.parent.glob(".m.*partial"))
+
+
+def test_build_removes_the_partial_folders_of_killed_builds_but_not_of_running_ones(tiny_bundle, tmp_path):
+    """Issue 14 item 6: hidden .partial folders of killed builds stayed forever."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from model_builder.bundle import remove_stale_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    killed = tmp_path / f".m.{dead}.abc123.partial"
+    running = tmp_path / f".m.{os.getppid()}.def456.partial"
+    ancient = tmp_path / ".m.1.ghi789.partial"
+    other = tmp_path / f".other.{dead}.jkl.partial"
+    for folder in (killed, running, ancient, other):
+        (folder / "model.keras").parent.mkdir()
+        (folder / "model.keras").write_bytes(b"half")
+    day_ago = time.time() - 2 * 24 * 3600
+    os.utime(ancient, (day_ago, day_ago))
+    removed = remove_stale_partials(tmp_path / "m")
+    assert sorted(removed) == sorted([killed, ancient])
+    assert running.is_dir() and other.is_dir()
