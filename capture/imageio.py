@@ -40,13 +40,29 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     raise GutcheckError(f"unsupported image shape {image.shape}")
 
 
+MAX_IMAGE_BYTES = 512 * 1024 * 1024  # a file larger than this is not a camera picture
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as 8-bit BGR; a missing or unreadable file raises GutcheckError."""
+    """Read an image file as 8-bit BGR; a missing, unreadable or oversized file, or one that is not
+    a regular file (a folder, a FIFO that would block), raises GutcheckError."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise GutcheckError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise GutcheckError(f"{path}: not an image file (a folder, a pipe or a device)")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise GutcheckError(f"{path}: {info.st_size / 2**20:.0f} MB is too large for an image")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise GutcheckError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:  # e.g. more pixels than OpenCV allows (a "decompression bomb")
+        raise GutcheckError(f"{path}: not a readable image (too many pixels or a damaged file)") from None
     if image is None:
         raise GutcheckError(f"{path}: not a readable image (corrupt or unknown format)")
     return to_bgr8(image)

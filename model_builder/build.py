@@ -74,6 +74,17 @@ class BuildOptions:
         if (self.architecture == "features") != (self.reconstruction_score == "feature"):
             raise GutcheckError("the feature reconstruction error goes with --architecture features, and only "
                                 "with it")
+        checks = (("seed", self.seed >= 0, "0 or more"), ("epochs", self.epochs >= 1, "1 or more"),
+                  ("batch size", self.batch_size >= 1, "1 or more"),
+                  ("learning rate", 0 < self.learning_rate < 1, "between 0 and 1"),
+                  ("latent_dim", 1 <= self.latent_dim <= 288, "between 1 and 288"),
+                  ("ring", self.ring >= 1, "1 or more"), ("decoder width", self.decoder_width >= 1, "1 or more"),
+                  ("validation share", 0 < self.val_fraction < 1, "between 0 and 1"),
+                  ("--train-minutes", self.time_limit_s >= 0, "0 (no limit) or more"),
+                  ("--outlier-limit", self.outlier_limit >= 0, "0 (keep all) or more"))
+        for name, ok, allowed in checks:
+            if not ok:
+                raise GutcheckError(f"{name} must be {allowed}")
 
     @property
     def feature_model(self) -> bool:
@@ -298,6 +309,9 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     data = Path(data)
     if out is not None and Path(out).exists() and not force:
         raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
+    if out is not None and Path(out).exists() and not (Path(out) / "bundle.json").is_file():
+        raise GutcheckError(f"{out} exists and is not a model bundle: --force only replaces bundles; choose a new "
+                            "folder for --out")
     if out is not None:
         _check_writable(Path(out))
     preprocessing = options.preprocessing

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,6 +207,31 @@ def _knob_ranges(meta: dict) -> dict[str, list[float]]:
     return out
 
 
+def _check_model_fits(model, density: LatentDensity, preprocessing: Preprocessing) -> None:
+    """The three parts of a bundle must belong together: the model takes the preprocessed image, and
+    the density knows the model's latent. Anything else fails at the first frame, not here."""
+    expected = (preprocessing.size, preprocessing.size, preprocessing.channels)
+    got = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
+    if got != expected:
+        raise GutcheckError(f"the model takes images of {got}, the preprocessing gives {expected}")
+    latent_shape = tuple(model.output_shape[1][1:]) if hasattr(model, "output_shape") else ()
+    latent_dim = latent_shape[-1] if density.preset == "patch" else int(np.prod(latent_shape))
+    points = density.points_
+    if points is None or points.ndim != 2 or not np.isfinite(points).all() or \
+            (len(points) < 1 and density.preset != "gaussian"):  # one Gaussian keeps no points
+        raise GutcheckError("density.npz holds no usable points")
+    if density.projection_ is not None:
+        dim = density.projection_.shape[0]
+    elif density.precision_ is not None:
+        dim = density.precision_.shape[0]
+    else:
+        dim = points.shape[1]
+    if dim != latent_dim:
+        raise GutcheckError(f"density.npz describes latents of {dim} values, the model's have {latent_dim}")
+    if not np.isfinite(density.bandwidth) or density.bandwidth <= 0:
+        raise GutcheckError(f"density.npz: bandwidth {density.bandwidth} is not a positive number")
+
+
 def load_bundle(path: Path) -> Bundle:
     """Load a bundle folder; any problem is a one-line GutcheckError."""
     path = Path(path)
@@ -216,13 +242,17 @@ def load_bundle(path: Path) -> Bundle:
         model = keras.models.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad file
         raise GutcheckError(f"{path / MODEL_FILE}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    if (path / DENSITY_FILE).is_file() and not zipfile.is_zipfile(path / DENSITY_FILE):
+        raise GutcheckError(f"{path / DENSITY_FILE}: not an .npz archive (damaged or replaced); rebuild the model")
     try:
         with np.load(path / DENSITY_FILE, allow_pickle=False) as npz:
             density = LatentDensity.from_arrays({k: npz[k] for k in npz.files})
+        preprocessing = Preprocessing(**_section(meta, "preprocessing"))
+        _check_model_fits(model, density, preprocessing)
         return Bundle(
             model=model,
             density=density,
-            preprocessing=Preprocessing(**_section(meta, "preprocessing")),
+            preprocessing=preprocessing,
             thresholds=Thresholds(**_section(meta, "thresholds")),
             good_statistics=_good_statistics(meta),
             knob_ranges=_knob_ranges(meta),
@@ -233,6 +263,7 @@ def load_bundle(path: Path) -> Bundle:
             combination=str(meta.get("score_combination", "")),
         )
     except GutcheckError as exc:
-        raise GutcheckError(f"{path / META_FILE}: {exc}; rebuild the model") from None
-    except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise GutcheckError(f"{path}: damaged bundle ({type(exc).__name__}: {exc})") from None
+        raise GutcheckError(f"{path}: {exc}; rebuild the model") from None
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, zipfile.BadZipFile) as exc:
+        raise GutcheckError(f"{path}: damaged bundle ({type(exc).__name__}: {str(exc)[:200]}); rebuild the model") \
+            from None

@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ import pytest
 
 from app.cli import main
 from capture.errors import GutcheckError
+from capture.synthetic import write_dataset
 
 
 def run(args: list[str]) -> tuple[int, str, str]:
@@ -56,6 +60,34 @@ def nothing(model: Path, work: Path) -> None:
     pass
 
 
+def density_not_a_zip(model: Path, work: Path) -> None:
+    (model / "density.npz").write_bytes(b"not a zip file at all")
+
+
+def density_of_other_width(model: Path, work: Path) -> None:
+    with np.load(model / "density.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["projection"] = arrays["projection"][:-3]  # expects latents 3 values shorter than the model's
+    with open(model / "density.npz", "wb") as f:
+        np.savez(f, **arrays)
+
+
+def fifo(model: Path, work: Path) -> None:
+    os.mkfifo(work / "pipe.png")
+
+
+def bomb(model: Path, work: Path) -> None:
+    """A PNG whose header claims 60 000 x 60 000 pixels: more than OpenCV decodes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    (work / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+                                    + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+
+
+def dataset(model: Path, work: Path) -> None:
+    write_dataset(work / "part", n_train=6, n_test_good=0, n_test_defect=0, size=32)
+
+
 IMAGE = "{image}"
 INSPECT = ["inspect", "--model", "{model}"]
 CASES = [
@@ -86,6 +118,18 @@ CASES = [
     ("log folder is a file", text_file, [*INSPECT, "--source", "synthetic:parts=2", "--log-dir", "{work}/notes.txt"],
      ["notes.txt"]),
     ("unreadable image", text_file, [*INSPECT, "{work}/notes.txt"], ["notes.txt", "not a readable image"]),
+    ("density.npz not a zip", density_not_a_zip, [*INSPECT, IMAGE], ["not an .npz archive", "rebuild"]),
+    ("density of another width", density_of_other_width, [*INSPECT, IMAGE], ["latents of", "rebuild"]),
+    ("preprocessing not the model's", edit_meta(set_key("preprocessing", "size", 48)), [*INSPECT, IMAGE],
+     ["the model takes images of"]),
+    ("image is a FIFO", fifo, [*INSPECT, "{work}/pipe.png"], ["not an image file"]),
+    ("decompression bomb", bomb, [*INSPECT, "{work}/bomb.png"], ["too many pixels"]),
+    ("build seed -1", dataset, ["build", "--data", "{work}/part", "--out", "{work}/m", "--seed", "-1"],
+     ["seed must be 0 or more"]),
+    ("build epochs -1", dataset, ["build", "--data", "{work}/part", "--out", "{work}/m", "--epochs", "-1"],
+     ["epochs must be 1 or more"]),
+    ("build over a folder that is not a bundle", dataset, ["build", "--data", "{work}/part", "--out", "{work}",
+                                                           "--force"], ["is not a model bundle"]),
     # issue 14 item 3: nothing written outside the dataset folder
     ("capture label climbs out", nothing, ["capture", "--source", "synthetic:parts=1", "--part", "p", "--split", "test",
                                             "--label", "../../..", "--datasets", "{work}/datasets", "--count", "1"],
