@@ -61,7 +61,7 @@ def python_device(tmp_path: Path) -> Device:
     def watch():  # the simulator has no pins: derive them from its state, as the sketch does
         while not stop.is_set():
             pins.set("EN", 0 if sim.model.state == "R" else 1)
-            pins.set("LAMP", 1 if sim.model.state == "D" else 0)
+            pins.set("LAMP", 1 if sim.model.lamp else 0)
             time.sleep(0.001)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -240,21 +240,46 @@ def test_unknown_fields_of_a_later_version_are_ignored(device, link):
     """Issue 13 item 4: a PC speaking a later version adds fields at the end; they are ignored."""
     link.resume()
     device.pins.wait("EN", 0, 1.0)
+    link.request_status()
+    wait_for(lambda: link.status is not None and link.status.version == protocol.VERSION)
+    errors_before = link.status.errors  # counted before: only what the extra fields do is this test's subject
     link.link.write(protocol.frame(f"V,29,0,{link.session},extra"))
     wait_for(lambda: link.acks_received == 1)
     link.link.write(protocol.frame("H,later"))
+    link.status = None
     link.request_status()
-    wait_for(lambda: link.status is not None and link.status.version == protocol.VERSION)
-    assert link.status.errors == 0
+    wait_for(lambda: link.status is not None)
+    assert link.status.errors == errors_before
+
+
+def test_stop_after_a_defect_keeps_the_lamp_on_and_resume_is_always_answered(device, link):
+    """Issue 13 item 8: `$X` after a defect turned the lamp off; `$R` while running was not answered."""
+    link.resume()
+    device.pins.wait("EN", 0, 1.0)
+    wait_for(lambda: link.belt_state == "R")
+    link.belt_state = "?"
+    link.resume()  # already running: still answered $E,R
+    wait_for(lambda: link.belt_state == "R", 1.0)
+    link.send_verdict(True)
+    device.pins.wait("LAMP", 1, 1.0)
+    link.stop_belt()
+    wait_for(lambda: link.belt_state == "C")
+    time.sleep(0.1)
+    assert device.pins.level["LAMP"] == 1
+    link.resume()
+    device.pins.wait("LAMP", 0, 1.0)
 
 
 def test_garbage_is_counted_and_ignored(device, link):
     link.resume()
     device.pins.wait("EN", 0, 1.0)
-    for junk in (b"$V,9,1*00\n", b"hello\n", b"1", b"$" + b"9" * 80 + b"\n", protocol.frame("V,9,7")):
+    # a defect verdict whose checksum is written in lower case: garbage, never acted on
+    body = next(f"V,9,1,{n}" for n in range(1, 100) if any(c in "ABCDEF" for c in f"{protocol.crc8(f'V,9,1,{n}'.encode()):02X}"))
+    lower = b"$" + body.encode() + b"*" + f"{protocol.crc8(body.encode()):02x}".encode() + b"\n"
+    for junk in (b"$V,9,1*00\n", b"hello\n", b"1", b"$" + b"9" * 80 + b"\n", protocol.frame("V,9,7"), lower):
         link.link.write(junk)
     link.request_status()
-    wait_for(lambda: link.status is not None and link.status.errors >= 5)
+    wait_for(lambda: link.status is not None and link.status.errors >= 6)
     assert device.pins.level["EN"] == 0  # nothing acted on
 
 

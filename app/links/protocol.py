@@ -39,7 +39,7 @@ def check_frame(line: bytes) -> str | None:
     if len(line) < 4 or line[:1] != b"$" or line[-3:-2] != b"*" or len(line) > MAX_LINE + 1:
         return None
     body, cc = line[1:-3], line[-2:]
-    if not all(c in b"0123456789ABCDEFabcdef" for c in cc):  # int() alone would accept " 6" or "\t6"
+    if not all(c in b"0123456789ABCDEF" for c in cc):  # upper-case hex only; int() would accept " 6" or "\t6"
         return None
     if int(cc, 16) != crc8(body) or not all(32 <= b <= 126 and b not in b"$*" for b in body):
         return None

@@ -73,6 +73,7 @@ class ConveyorModel:
         self.steps_per_s = 800
         self.last_seq = 0
         self.last_session = 0  # 0: none yet, or the last verdict had none (a version 1 PC)
+        self.lamp = False
         self.errors = 0
         self.acted: list[bool] = []  # every verdict acted on, in order (True = defect)
         self.last_rx = 0.0
@@ -85,6 +86,8 @@ class ConveyorModel:
         self.out += protocol.frame(body)
 
     def _set(self, state: str) -> None:
+        if state == "R":
+            self.lamp = False  # on from a defect until the belt runs again
         if state != self.state:
             self.state = state
             self._send(f"E,{state}")
@@ -95,6 +98,7 @@ class ConveyorModel:
     def _verdict(self, defect: bool) -> None:
         self.acted.append(defect)
         if defect:
+            self.lamp = True
             self._set("D")
 
     def feed(self, data: bytes, now: float) -> None:
@@ -146,6 +150,8 @@ class ConveyorModel:
                 self._verdict(f[2] == "1")
             self._send(f"A,{seq}")
         elif f[0] == "R":
+            if self.state == "R":
+                self._send("E,R")  # answered even when it changes nothing
             self._set("R")
         elif f[0] == "X":
             self._set("C")

@@ -23,8 +23,7 @@ static char hex_digit(uint8_t v) { return v < 10 ? '0' + v : 'A' + (v - 10); }
 static int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
+  return -1;  // upper-case only, as the document says: "1f" is not a checksum
 }
 
 size_t frame(const char* body, char* out, size_t cap) {
@@ -96,10 +95,13 @@ Conveyor::Conveyor(const Settings& s)
       state_(s.prototype_compat ? Belt::Running : Belt::Waiting),
       sps_(s.steps_per_s) {}
 
-void Conveyor::send(const char* body) {
+// Queues one framed line. Status lines pass `keep_free`: they leave room for the acknowledgements
+// and state events behind them, so a flood of status requests can never crowd out an acknowledgement
+// (a status that does not fit is dropped: the next periodic one repeats the news).
+void Conveyor::send(const char* body, size_t keep_free) {
   char line[kMaxLine + 8];
   size_t n = frame(body, line, sizeof line);
-  if (n == 0 || out_len_ + n >= sizeof out_) return;  // full: the periodic status repeats the news
+  if (n == 0 || out_len_ + n + keep_free >= sizeof out_) return;
   memcpy(out_ + out_len_, line, n);
   out_len_ += n;
 }
@@ -118,10 +120,11 @@ void Conveyor::send_status() {
   char body[40];
   snprintf(body, sizeof body, "S,%c,%u,%u,%lu,%u", (char)state_, (unsigned)sps_, (unsigned)last_seq_,
            (unsigned long)errors_, (unsigned)kProtocolVersion);
-  send(body);
+  send(body, 3 * 16);  // room for three acknowledgements or events ("$A,65535*CC\n" is 12 bytes)
 }
 
 void Conveyor::set_state(Belt s) {
+  if (s == Belt::Running) lamp_ = false;
   if (s == state_) return;
   state_ = s;
   char body[4] = {'E', ',', (char)s, 0};
@@ -130,7 +133,10 @@ void Conveyor::set_state(Belt s) {
 
 void Conveyor::verdict(bool defect) {
   ++acted_;
-  if (defect) set_state(Belt::Defect);
+  if (defect) {
+    lamp_ = true;
+    set_state(Belt::Defect);
+  }
 }
 
 void Conveyor::feed(char c, uint32_t now_ms) {
@@ -201,6 +207,9 @@ void Conveyor::on_body(const char* b, uint32_t now_ms) {
       ok = false;
     }
   } else if (b[0] == 'R' && bare(b)) {
+    if (state_ == Belt::Running) {
+      send("E,R");  // answered even when it changes nothing: the PC learns the state either way
+    }
     set_state(Belt::Running);
   } else if (b[0] == 'X' && bare(b)) {
     set_state(Belt::Command);

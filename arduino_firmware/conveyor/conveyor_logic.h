@@ -54,7 +54,7 @@ class Conveyor {
 
   Belt state() const { return state_; }
   bool running() const { return state_ == Belt::Running; }
-  bool lamp() const { return state_ == Belt::Defect; }
+  bool lamp() const { return lamp_; }  // on from a defect until the belt runs again (a stop keeps it on)
   uint16_t steps_per_s() const { return sps_; }
   uint16_t last_seq() const { return last_seq_; }
   uint16_t last_session() const { return last_session_; }
@@ -68,7 +68,7 @@ class Conveyor {
   void on_body(const char* body, uint32_t now_ms);
   void verdict(bool defect);
   void set_state(Belt s);
-  void send(const char* body);
+  void send(const char* body, size_t keep_free = 0);
   void send_status();
 
   Settings settings_;
@@ -78,6 +78,7 @@ class Conveyor {
   uint16_t last_seq_ = 0;
   uint16_t last_session_ = 0;  // 0: none yet, or the last verdict came without a session (v1 PC)
   uint32_t errors_ = 0;
+  bool lamp_ = false;
   uint32_t acted_ = 0;
   uint32_t last_rx_ms_ = 0;
   uint32_t last_status_ms_ = 0;

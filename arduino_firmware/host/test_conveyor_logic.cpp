@@ -226,6 +226,19 @@ static void test_bare_verdict_bytes_need_compat_mode() {
   CHECK(c.errors() >= 2);
 }
 
+// Issue 13 item 7: a flood of status requests must not crowd out an acknowledgement.
+static void test_status_flood_never_drops_an_acknowledgement() {
+  Conveyor c;
+  send(c, framed("R"), 0);
+  for (int i = 0; i < 200; ++i) send(c, framed("Q"), 1);  // nothing drained: the queue is full of status
+  send(c, framed("V,7,1,3"), 2);
+  send(c, framed("V,8,0,3"), 3);
+  std::string out = output(c);
+  CHECK(out.find(framed("A,7")) != std::string::npos);
+  CHECK(out.find(framed("A,8")) != std::string::npos);
+  CHECK(out.find(framed("E,D")) != std::string::npos);
+}
+
 static void test_output_queue_never_overflows() {
   Conveyor c;
   for (int i = 0; i < 100; ++i) send(c, framed("Q"), i);
@@ -250,6 +263,7 @@ int main() {
   test_status_and_speed();
   test_prototype_compat();
   test_bare_verdict_bytes_need_compat_mode();
+  test_status_flood_never_drops_an_acknowledgement();
   test_output_queue_never_overflows();
   return check_report("conveyor logic");
 }
