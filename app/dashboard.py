@@ -22,6 +22,7 @@ from PIL import Image, ImageTk
 from app.inspection_log import InspectionLog
 from app.inspector import Inspector, Verdict
 from app.links.protocol import BELT_STATES
+from app.heatmap import heat, heat_scale, overlay
 from app.settings import Settings, load_settings, save_settings
 from capture.errors import GutcheckError
 from capture.sources import open_source
@@ -44,24 +45,6 @@ def photo(image: np.ndarray, width: int, rgb: bool = False) -> ImageTk.PhotoImag
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     small = cv2.resize(image, (width, max(1, int(h * width / w))), interpolation=cv2.INTER_AREA)
     return ImageTk.PhotoImage(Image.fromarray(small))
-
-
-def heat(heatmap: np.ndarray, scale: float) -> np.ndarray:
-    """An error map as a colour picture (RGB), saturating at `scale`."""
-    norm = np.clip(heatmap / max(scale, 1e-12), 0, 1)
-    return cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def overlay(inputs: np.ndarray, heat_rgb: np.ndarray) -> np.ndarray:
-    """The heatmap laid over the model input (both RGB, 0..1 and uint8), so the operator sees where."""
-    base = inputs if inputs.shape[-1] == 3 else np.repeat(inputs, 3, axis=-1)
-    weight = heat_rgb.astype(np.float32).max(-1, keepdims=True) / 255.0 * 0.6
-    return np.clip(base * (1 - weight) + heat_rgb.astype(np.float32) / 255.0 * weight, 0, 1)
-
-
-# Feature-model heatmaps are in held-out-good spreads (summed over both halves): good parts stay
-# below about 5, the defects seen on the bench reach 20 and more.
-FEATURE_HEAT_SCALE = 20.0
 
 
 def knob_value(permille: int, value_range: list[float]) -> float:
@@ -455,12 +438,9 @@ class Dashboard:
         self.last_verdict = v
         self.banner.configure(text="ANOMALY" if v.anomaly else "OK", bg=RED if v.anomaly else GREEN)
         self.rule_line.configure(text=v.thresholds.describe(v.density, v.error))
-        if v.reconstruction is None:  # the feature model redraws features: show where instead
-            hot = heat(v.heatmap, FEATURE_HEAT_SCALE)
-            middle = overlay(v.inputs, hot)
-        else:
-            hot = heat(v.heatmap, max(v.thresholds.reconstruction, 1e-9) * 2)
-            middle = v.reconstruction
+        hot = heat(v.heatmap, heat_scale(v.reconstruction is None, v.thresholds.reconstruction))
+        # the feature model redraws features, not pixels: the middle view shows where instead
+        middle = overlay(v.inputs, hot) if v.reconstruction is None else v.reconstruction
         for name, img in (("model input", v.inputs), ("reconstruction", middle), ("error heatmap", hot)):
             self._photos[name] = photo(img, 150, rgb=True)
             self.views[name].configure(image=self._photos[name], text="")

@@ -69,8 +69,9 @@ class InspectionLog:
         self.db.executescript(SCHEMA)
         self._goods = 0
 
-    def add(self, item: Inspection, image: np.ndarray | None = None) -> int:
-        """Append one verdict (committed at once); anomalies and every Nth good part keep their image."""
+    def add(self, item: Inspection, image: np.ndarray | None = None, heatmap_image: np.ndarray | None = None) -> int:
+        """Append one verdict (committed at once); anomalies and every Nth good part keep their image,
+        and, when given, the heatmap over the model's view beside it (`<name>_heatmap.png`)."""
         item.time = item.time or time.time()
         keep = image is not None and (item.anomaly or self._goods % self.good_sample_every == 0)
         if not item.anomaly:
@@ -81,6 +82,8 @@ class InspectionLog:
             rel = f"{'anomaly' if item.anomaly else 'good'}/{stamp}_{int(item.time * 1000) % 1000:03d}_" \
                   f"{item.part_number or 0}.png"
             write_image_atomic(self.images / rel, image)
+            if heatmap_image is not None:
+                write_image_atomic(self.images / rel.replace(".png", "_heatmap.png"), heatmap_image)
         with self._lock:
             cur = self.db.execute(
                 "INSERT INTO inspections (time, part_number, verdict, density, reconstruction_error, "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from app.heatmap import heat_scale, heatmap_picture
 from app.inspection_log import Inspection, InspectionLog
 from capture.sources import Frame, Source
 from capture.trigger import PartTrigger
@@ -108,9 +109,11 @@ class Inspector:
         if self.conveyor is not None:
             self.conveyor.send_verdict(v.anomaly)  # queued; the link's own thread delivers it
         if self.log is not None:
+            scale = heat_scale(v.reconstruction is None, thresholds.reconstruction)
             self.log.add(Inspection(v.number, v.anomaly, v.density, v.error, thresholds.density,
                                     thresholds.reconstruction, thresholds.rule, self.bundle.model_id(),
-                                    self.source.name, v.truth), image)
+                                    self.source.name, v.truth), image,
+                         heatmap_picture(v.inputs, v.heatmap, scale) if v.anomaly else None)
         self.verdicts.put(v)
         return v
 

@@ -73,5 +73,12 @@ def test_headless_inspect_of_a_live_source_prints_json_lines(tiny_bundle, tmp_pa
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["part"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(r["verdict"] in ("ok", "anomaly") and "truth" in r for r in rows)
+    assert all(isinstance(r["score"], float) for r in rows)  # the single combined score
     db = sqlite3.connect(tmp_path / "log" / "inspections.sqlite")
     assert db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0] == 6
+    # every anomaly keeps its picture and, beside it, the heatmap that explains the verdict
+    anomalies = [r for r in db.execute("SELECT image FROM inspections WHERE verdict='anomaly'").fetchall()]
+    assert anomalies  # the tiny model flags some of the synthetic parts
+    for (image,) in anomalies:
+        assert (tmp_path / "log" / "images" / image).is_file()
+        assert (tmp_path / "log" / "images" / image.replace(".png", "_heatmap.png")).is_file()

@@ -1,0 +1,35 @@
+"""Heatmaps as pictures, GUI-free: the dashboard shows them, the inspection log keeps them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Feature-model heatmaps are in held-out-good spreads (both halves added): good parts stay below
+# about 5, the defects seen on the bench reach 20 and more.
+FEATURE_HEAT_SCALE = 20.0
+
+
+def heat_scale(feature_model: bool, reconstruction_threshold: float) -> float:
+    """Where the colours saturate: a fixed number of good spreads for the feature model, twice the
+    error threshold for a pixel model's error map."""
+    return FEATURE_HEAT_SCALE if feature_model else max(reconstruction_threshold, 1e-9) * 2
+
+
+def heat(heatmap: np.ndarray, scale: float) -> np.ndarray:
+    """An error map as a colour picture (RGB uint8), saturating at `scale`."""
+    norm = np.clip(heatmap / max(scale, 1e-12), 0, 1)
+    return cv2.cvtColor(cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def overlay(inputs: np.ndarray, heat_rgb: np.ndarray) -> np.ndarray:
+    """The heatmap laid over the model input (RGB 0..1 and RGB uint8), so the operator sees where."""
+    base = inputs if inputs.shape[-1] == 3 else np.repeat(inputs, 3, axis=-1)
+    weight = heat_rgb.astype(np.float32).max(-1, keepdims=True) / 255.0 * 0.6
+    return np.clip(base * (1 - weight) + heat_rgb.astype(np.float32) / 255.0 * weight, 0, 1)
+
+
+def heatmap_picture(inputs: np.ndarray, heatmap: np.ndarray, scale: float) -> np.ndarray:
+    """The model input with its heatmap laid over it, as an 8-bit BGR picture for a file."""
+    rgb = overlay(inputs, heat(heatmap, scale))
+    return cv2.cvtColor((rgb * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
