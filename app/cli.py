@@ -62,10 +62,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from model_builder.augment import Augmentation
 
-    if not 0 < args.coreset <= 1:
-        raise GutcheckError("--coreset must be in (0, 1]")
-    if not 0 < args.target_frr < 1 or not 0 < args.target_recall <= 1:
-        raise GutcheckError("--target-frr must be in (0, 1) and --target-recall in (0, 1]")
     options = BuildOptions(size=args.size, color=args.color, crop=args.crop, architecture=args.architecture,
                            pretrained=args.pretrained, loss=args.loss, alpha=args.alpha, density_preset=args.density,
                            density_coreset=args.coreset, time_limit_s=max(0.0, args.train_minutes) * 60,
@@ -118,7 +114,7 @@ def _verdict_json(file_or_part: dict, anomaly: bool, density: float, error: floa
     return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok", "score": _json_number(score, 4),
                        "density": _json_number(density, 4), "reconstruction_error": _json_number(error),
                        "density_threshold": thresholds.density, "reconstruction_threshold": thresholds.reconstruction,
-                       "rule": thresholds.rule, "model_id": bundle.model_id()}, allow_nan=False)
+                       "rule": thresholds.rule, "model_id": bundle.info.model_id}, allow_nan=False)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -311,6 +307,10 @@ def parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=cmd_dataset)
 
     from model_builder.build import DEFAULT_SIZES, BuildOptions
+    from model_builder.density import PRESETS
+    from model_builder.losses import LOSSES
+    from model_builder.preprocess import COLOURS
+    from model_builder.scoring import RULES
 
     defaults = BuildOptions()
     b = sub.add_parser("build", help="train a model bundle from good images",
@@ -321,19 +321,20 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=0,
                    help="model input size in pixels (default: " +
                         ", ".join(f"{v} for {k}" for k, v in DEFAULT_SIZES.items()) + ")")
-    b.add_argument("--color", choices=["rgb", "gray"], default="rgb")
-    b.add_argument("--crop", type=int, default=0, metavar="PX",
+    b.add_argument("--color", choices=COLOURS, default=defaults.color)
+    b.add_argument("--crop", type=int, default=defaults.crop, metavar="PX",
                    help="centre a PX-pixel square on the part before resizing (the capture tool's framing)")
-    b.add_argument("--architecture", choices=["features", "mobilenet", "residual", "prototype"],
+    b.add_argument("--architecture", choices=list(DEFAULT_SIZES),
                    default=defaults.architecture,
                    help="features: pretrained encoder and an autoencoder that redraws its features (detector v2, "
                         "default); mobilenet: pretrained encoder with a pixel decoder (v1); residual: deeper pixel "
                         "CAE; prototype: the old CAE")
-    b.add_argument("--pretrained", default="imagenet", metavar="WEIGHTS",
+    b.add_argument("--pretrained", default=defaults.pretrained, metavar="WEIGHTS",
                    help="mobilenet weights: imagenet (Keras downloads once), a no-top .h5 path, or none")
-    b.add_argument("--loss", choices=["hybrid", "mse", "ssim"], default="hybrid")
-    b.add_argument("--alpha", type=float, default=0.5, help="weight of SSIM in the hybrid loss (default 0.5)")
-    b.add_argument("--density", choices=["patch", "whitened", "gaussian", "prototype"], default="patch",
+    b.add_argument("--loss", choices=LOSSES, default=defaults.loss)
+    b.add_argument("--alpha", type=float, default=defaults.alpha,
+                   help=f"weight of SSIM in the hybrid loss (default {defaults.alpha:g})")
+    b.add_argument("--density", choices=PRESETS, default=defaults.density_preset,
                    help="latent density: patch (KDE over the latent's patches, an image is as likely as its 10 "
                         "least likely patches; default), whitened (PCA-whitened KDE on the whole latent), gaussian "
                         "(Ledoit-Wolf shrunk covariance) or prototype (raw KDE, bandwidth 0.2)")
@@ -343,7 +344,7 @@ def parser() -> argparse.ArgumentParser:
                    help="pixel autoencoders' reconstruction error: ssim (mean of the worst 1 - SSIM pixels; their "
                         "default), topk (mean of the worst squared-residual pixels) or mse (prototype). The features "
                         "architecture measures its error in feature space")
-    b.add_argument("--rule", choices=["and", "or"], default="or", help="two-threshold rule (default or)")
+    b.add_argument("--rule", choices=RULES, default=defaults.rule, help=f"two-threshold rule (default {defaults.rule})")
     b.add_argument("--epochs", type=int, default=0,
                    help="training epochs (default: 15 for features, at most 60 with early stopping for the others)")
     b.add_argument("--train-minutes", type=float, default=defaults.time_limit_s / 60,
@@ -352,13 +353,15 @@ def parser() -> argparse.ArgumentParser:
                         "its fixed epochs well within it; the pixel autoencoders often reach it")
     b.add_argument("--no-augment", action="store_true", help="train without augmentation")
     b.add_argument("--flips", action="store_true", help="augment with flips (only for mirror-symmetric parts)")
-    b.add_argument("--target-frr", type=float, default=0.01, help="false-reject rate on good images (default 0.01)")
+    b.add_argument("--target-frr", type=float, default=defaults.target_frr,
+                   help=f"false-reject rate on good images (default {defaults.target_frr:g})")
     b.add_argument("--outlier-limit", type=float, default=defaults.outlier_limit, metavar="SPREADS",
                    help="leave held-out good images this many robust spreads out of the calibration and list "
                         f"them to check (default {defaults.outlier_limit:g}; 0 keeps all)")
-    b.add_argument("--target-recall", type=float, default=0.95,
-                   help="also report thresholds at this recall when test/ has defects (default 0.95)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--target-recall", type=float, default=defaults.target_recall,
+                   help=f"also report thresholds at this recall when test/ has defects (default "
+                        f"{defaults.target_recall:g})")
+    b.add_argument("--seed", type=int, default=defaults.seed)
     b.add_argument("--force", action="store_true", help="replace an existing bundle (the old one goes to .trash)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)

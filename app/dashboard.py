@@ -279,7 +279,7 @@ class Dashboard:
         self._use_bundle(bundle)
         if self.source_spec:
             self.open_source(self.source_spec)
-        self.message(f"model {bundle.model_id()} loaded")
+        self.message(f"model {bundle.info.model_id} loaded")
 
     def open_source(self, spec: str) -> bool:
         if self.bundle is None:

@@ -111,7 +111,7 @@ class Inspector:
         if self.log is not None:
             scale = heat_scale(v.reconstruction is None, thresholds.reconstruction)
             self.log.add(Inspection(v.number, v.anomaly, v.density, v.error, thresholds.density,
-                                    thresholds.reconstruction, thresholds.rule, self.bundle.model_id(),
+                                    thresholds.reconstruction, thresholds.rule, self.bundle.info.model_id,
                                     self.source.name, v.truth), image,
                          heatmap_picture(v.inputs, v.heatmap, scale) if v.anomaly else None)
         self.verdicts.put(v)

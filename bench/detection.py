@@ -91,7 +91,7 @@ def run(categories: list[str], out: Path | None, only: list[str] | None = None) 
                 "auroc_density": e["auroc_density"], "auroc_reconstruction": e["auroc_reconstruction"],
                 "f1": e["operating_point"]["f1"], "recall_at_1pct_frr": e["recall_at_1pct_frr"],
                 "pixel_auroc": e["pixel_auroc"], "build_s": seconds,
-                "epochs": result.bundle.meta["training"]["epochs_run"],
+                "epochs": result.bundle.info.training.epochs_run,
                 "f1_and": e["rules"]["and"]["operating_point"]["f1"], "f1_or": e["rules"]["or"]["operating_point"]["f1"],
             }
             rows.append(row)

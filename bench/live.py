@@ -41,7 +41,7 @@ def make_feature_bundle(size: int):
     from model_builder.architectures import context_decoder, feature_cae, feature_extractor
     from model_builder.build import FEATURE_COARSE, FEATURE_MEMORY, BuildOptions
     from model_builder.bundle import Bundle
-    from model_builder.density import LatentDensity
+    from model_builder.density import PatchKDE
     from model_builder.feature_model import extract_features, fit_projection, project
     from model_builder.preprocess import Preprocessing
     from model_builder.scoring import GoodStatistics, ReconstructionScore, Thresholds
@@ -54,8 +54,8 @@ def make_feature_bundle(size: int):
     mean, projection, scale = fit_projection(features, options.latent_dim)
     latent = project(features, mean, projection)
     positions = int(np.prod(latent.shape[1:-1]))
-    density = LatentDensity("patch", coreset=min(1.0, FEATURE_MEMORY / (len(latent) * positions)),
-                            max_memory=FEATURE_MEMORY, coarse=FEATURE_COARSE).fit(latent)
+    density = PatchKDE(coreset=min(1.0, FEATURE_MEMORY / (len(latent) * positions)),
+                       max_memory=FEATURE_MEMORY, coarse=FEATURE_COARSE).fit(latent)
     model = feature_cae(extractor, mean, projection, scale,
                         context_decoder(options.latent_dim, options.ring, options.decoder_width))
     stats = GoodStatistics(0, 1, 0, 1)
@@ -70,7 +70,7 @@ def make_bundle(architecture: str, size: int):
     from model_builder.architectures import ARCHITECTURES
     from model_builder.build import BuildOptions
     from model_builder.bundle import Bundle
-    from model_builder.density import LatentDensity
+    from model_builder.density import PatchKDE
     from model_builder.preprocess import Preprocessing
     from model_builder.scoring import GoodStatistics, ReconstructionScore, Thresholds
 
@@ -80,7 +80,7 @@ def make_bundle(architecture: str, size: int):
     latent = model.predict(x, verbose=0)[1]
     positions = int(np.prod(latent.shape[1:-1]))
     # the default patch density with as many patches as a real build keeps
-    density = LatentDensity("patch", coreset=min(1.0, PATCH_MEMORY / (len(latent) * positions))).fit(latent)
+    density = PatchKDE(coreset=min(1.0, PATCH_MEMORY / (len(latent) * positions))).fit(latent)
     bundle = Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"),
                     GoodStatistics(0, 1, 0, 1), {"density": [0, 1], "reconstruction": [0, 1]},
                     ReconstructionScore(BuildOptions(architecture=architecture).reconstruction_score))

@@ -156,7 +156,10 @@ def feature_cae(extractor: keras.Model, mean: np.ndarray, projection: np.ndarray
     return keras.Model(inp, [error, latent], name="feature_cae")
 
 
+# What a build starts from, per architecture: the whole pixel autoencoder, or for the feature
+# autoencoder the frozen extractor (its latent layer and decoder are fitted on the extractor's output).
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "features": feature_extractor,
     "prototype": prototype_cae,
     "residual": residual_cae,
     "mobilenet": mobilenet_cae,

@@ -17,20 +17,22 @@ from model_builder.bundle import Bundle, save_bundle
 from model_builder.calibrate import (evaluate_scores, knob_ranges, pixel_auroc, thresholds_at_frr,
                                      thresholds_at_recall, validation_outliers)
 from model_builder.dataset import ImageSet, fingerprint, load_good, load_masks, load_test
-from model_builder.density import LatentDensity
-from model_builder.losses import make_loss
+from model_builder.metadata import Calibration, ModelInfo, OutlierNote, Provenance, Training
+from model_builder.density import Density, PatchKDE, density_class
+from model_builder.losses import LOSSES, make_loss
 from model_builder.preprocess import Preprocessing
-from model_builder.scoring import GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly
+from model_builder.scoring import (RECONSTRUCTION_SCORES, RULES, GoodStatistics, ReconstructionScore, Scorer, Scores,
+                                   Thresholds, is_anomaly)
 
 
-DEFAULT_SIZES = {"prototype": 128, "residual": 128, "mobilenet": 384, "features": 384}
-"""Input size per architecture: the prototype's 128; the pretrained encoder's patch density needs
+DEFAULT_SIZES = {"features": 384, "mobilenet": 384, "residual": 128, "prototype": 128}
+"""The architectures the builder knows, and the input size of each: the prototype's 128; the pretrained encoder's patch density needs
 more to see small defects (screw patch-density AUROC 0.64-0.77 at 128, 0.85-0.88 at 256, 0.90-0.92
 at 384; pill 0.94 at 256, 0.96 at 384: bench notes)."""
 DEFAULT_SCORES = {"features": "feature"}  # the reconstruction error each architecture needs; others: ssim
 DEFAULT_EPOCHS = {"features": 15}  # the feature decoder converges in ~15 epochs; pixel CAEs: 60 with early stop
 FEATURE_MEMORY = 5_000  # patches the feature model's density keeps (screw 0.92-0.94 vs 0.89-0.93 with 2 500)
-FEATURE_COARSE = 0.1  # its first pass ranks every position against the first 10 % of them (LatentDensity)
+FEATURE_COARSE = 0.1  # its first pass ranks every position against the first 10 % of them (PatchKDE.patch_maps)
 
 
 @dataclass
@@ -65,6 +67,11 @@ class BuildOptions:
     time_limit_s: float = 330.0  # training ends before an epoch that would end past this (0: no limit)
 
     def __post_init__(self) -> None:
+        choices = (("--architecture", self.architecture, tuple(DEFAULT_SIZES)), ("--loss", self.loss, LOSSES),
+                   ("--rule", self.rule, RULES), ("--score", self.reconstruction_score, ("", *RECONSTRUCTION_SCORES)))
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise GutcheckError(f"{name} must be one of {', '.join(a for a in allowed if a)}, not {value!r}")
         if not self.size:
             self.size = DEFAULT_SIZES.get(self.architecture, 128)
         if not self.reconstruction_score:
@@ -74,12 +81,20 @@ class BuildOptions:
         if (self.architecture == "features") != (self.reconstruction_score == "feature"):
             raise GutcheckError("the feature reconstruction error goes with --architecture features, and only "
                                 "with it")
+        density_class(self.density_preset)  # an unknown preset: one line naming the known ones
+        if self.feature_model and self.density_preset != PatchKDE.preset:
+            raise GutcheckError("--architecture features takes --density patch (its heatmap is the density per "
+                                "position)")
         checks = (("seed", self.seed >= 0, "0 or more"), ("epochs", self.epochs >= 1, "1 or more"),
                   ("batch size", self.batch_size >= 1, "1 or more"),
                   ("learning rate", 0 < self.learning_rate < 1, "between 0 and 1"),
                   ("latent_dim", 1 <= self.latent_dim <= 288, "between 1 and 288"),
                   ("ring", self.ring >= 1, "1 or more"), ("decoder width", self.decoder_width >= 1, "1 or more"),
                   ("validation share", 0 < self.val_fraction < 1, "between 0 and 1"),
+                  ("--coreset", 0 < self.density_coreset <= 1, "above 0 and at most 1"),
+                  ("--target-frr", 0 < self.target_frr < 1, "between 0 and 1"),
+                  ("--target-recall", 0 < self.target_recall <= 1, "above 0 and at most 1"),
+                  ("--alpha", 0 <= self.alpha <= 1, "between 0 and 1"),
                   ("--train-minutes", self.time_limit_s >= 0, "0 (no limit) or more"),
                   ("--outlier-limit", self.outlier_limit >= 0, "0 (keep all) or more"))
         for name, ok, allowed in checks:
@@ -162,17 +177,14 @@ def make_model(options: BuildOptions, channels: int):
     For the feature autoencoder this is its frozen feature extractor (the rest is fitted on its output)."""
     import keras
 
-    from model_builder.architectures import ARCHITECTURES, feature_extractor
+    from model_builder.architectures import ARCHITECTURES
 
-    table = {**ARCHITECTURES, "features": feature_extractor}
-    if options.architecture not in table:
-        raise GutcheckError(f"unknown architecture {options.architecture!r}; known: {', '.join(table)}")
     weights = None if options.pretrained in ("none", "") else options.pretrained
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise GutcheckError(f"--pretrained {weights}: no such weights file")
     keras.utils.set_random_seed(options.seed)
     try:
-        return table[options.architecture](options.size, channels, weights=weights)
+        return ARCHITECTURES[options.architecture](options.size, channels, weights=weights)
     except (OSError, ValueError, Exception) as exc:  # a failed download surfaces as several types
         if options.architecture in ("mobilenet", "features"):
             raise GutcheckError(
@@ -268,14 +280,16 @@ def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target
     return Evaluation(summary, test, x, scores, heatmaps)
 
 
-def make_density(options: BuildOptions) -> LatentDensity:
-    """The (unfitted) density model the options ask for."""
-    if options.feature_model:
-        return LatentDensity(options.density_preset, n_components=options.density_components,
-                             coreset=options.density_coreset, seed=options.seed, max_memory=FEATURE_MEMORY,
-                             coarse=FEATURE_COARSE)
-    return LatentDensity(options.density_preset, n_components=options.density_components,
-                         coreset=options.density_coreset, seed=options.seed)
+def make_density(options: BuildOptions) -> Density:
+    """The (unfitted) density model the options ask for: its class from the preset table, with the
+    options that class takes."""
+    params = {
+        "whitened": {"n_components": options.density_components},
+        "patch": {"coreset": options.density_coreset, "seed": options.seed,
+                  # detector v2's live path: a bounded memory ranked in two passes
+                  **({"max_memory": FEATURE_MEMORY, "coarse": FEATURE_COARSE} if options.feature_model else {})},
+    }
+    return density_class(options.density_preset)(**params.get(options.density_preset, {}))
 
 
 def train_feature_model(options: BuildOptions, x_train: np.ndarray, x_val: np.ndarray, channels: int,
@@ -336,7 +350,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
                                                            preprocessing.channels, show_progress, log)
     else:
         model = make_model(options, preprocessing.channels)
-        LatentDensity(options.density_preset).check_dim(int(np.prod(model.output[1].shape[1:])))
+        make_density(options).check_dim(int(np.prod(model.output[1].shape[1:])))
         history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
     train_seconds = time.monotonic() - start
 
@@ -344,7 +358,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     if not options.feature_model:
         latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1]
                                        for i in range(0, len(idx_train), 32)])
-    n_patches = int(np.prod(latent_train.shape[:-1])) if scorer.density.preset == "patch" else 0
+    n_patches = int(np.prod(latent_train.shape[:-1])) if isinstance(scorer.density, PatchKDE) else 0
     with stage_bar("density", scorer.density.memory_size(n_patches) if n_patches else 1, "patch",
                    show_progress) as bar:
         scorer.density.fit(latent_train, progress=bar.update)
@@ -353,13 +367,13 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
                                      stage="calibration", show_progress=show_progress)
     outliers = validation_outliers(val.density, val.error, options.outlier_limit)
     kept = np.setdiff1d(np.arange(len(idx_val)), outliers)
-    outlier_notes = [{"path": str(good.paths[idx_val[i]]), "density": float(val.density[i]),
-                      "reconstruction": float(val.error[i])} for i in outliers]
+    outlier_notes = [OutlierNote(str(good.paths[idx_val[i]]), float(val.density[i]), float(val.error[i]))
+                     for i in outliers]
     for note in outlier_notes:
         log(f"check this good image: it scores far outside the other held-out good images (density "
-            f"{note['density']:.4g}, reconstruction error {note['reconstruction']:.4g}; medians "
+            f"{note.density:.4g}, reconstruction error {note.reconstruction:.4g}; medians "
             f"{np.median(val.density):.4g}, {np.median(val.error):.4g}) and is left out of the calibration; "
-            f"if the part is flawed, move it out of train/good and rebuild: {note['path']}")
+            f"if the part is flawed, move it out of train/good and rebuild: {note.path}")
     val_kept = Scores(None if val.reconstruction is None else val.reconstruction[kept], val.error[kept],
                       val.density[kept], val.anomaly[kept])
     thresholds = thresholds_at_frr(val_kept.density, val_kept.error, options.target_frr, options.rule)
@@ -373,37 +387,37 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
         reconstruction_score=recon_score,
         map_statistics=map_statistics(val_maps, kept) if val_maps is not None else None,
         combination="sum" if options.feature_model else "",
-        meta={
-            "architecture": options.architecture,
-            "density_preset": options.density_preset,
-            "density_bandwidth": float(scorer.density.bandwidth),
-            "calibration": {
-                "target_false_reject_rate": options.target_frr,
-                "validation_images": int(len(idx_val)),
-                "validation_false_reject_rate": float(is_anomaly(val.density, val.error, thresholds).mean()),
-                "validation_scores": {"density": val.density.tolist(), "reconstruction": val.error.tolist()},
-                "outlier_limit": options.outlier_limit,
-                "outliers": outlier_notes,
-            },
-            "training": {"epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1),
-                         "best_val_loss": float(min(history.get("val_loss", [float("nan")])))},
-            "provenance": {
-                "dataset": str(data.resolve()),
-                "dataset_fingerprint": fingerprint(good.paths),
-                "train_images": len(good),
-                "skipped_files": [str(p) for p, _ in good.skipped],
-                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "options": asdict(options),
-                "versions": package_versions(),
-            },
-        },
+        info=ModelInfo(
+            architecture=options.architecture,
+            density_preset=options.density_preset,
+            density_bandwidth=float(scorer.density.bandwidth),
+            calibration=Calibration(
+                target_false_reject_rate=options.target_frr,
+                validation_images=int(len(idx_val)),
+                validation_false_reject_rate=float(is_anomaly(val.density, val.error, thresholds).mean()),
+                validation_scores={"density": val.density.tolist(), "reconstruction": val.error.tolist()},
+                outlier_limit=options.outlier_limit,
+                outliers=outlier_notes,
+            ),
+            training=Training(epochs_run=len(history.get("loss", [])), seconds=round(train_seconds, 1),
+                              best_val_loss=float(min(history.get("val_loss", [float("nan")])))),
+            provenance=Provenance(
+                dataset=str(data.resolve()),
+                dataset_fingerprint=fingerprint(good.paths),
+                train_images=len(good),
+                skipped_files=[str(p) for p, _ in good.skipped],
+                built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                options=asdict(options),
+                versions=package_versions(),
+            ),
+        ),
     )
     test = load_test(data)
     evaluation = None
     if len(test):
         evaluation = evaluate_test(bundle, test, data, options.target_recall, val_kept, options.target_frr,
                                    show_progress)
-        bundle.meta["evaluation"] = evaluation.summary
+        bundle.info.evaluation = evaluation.summary
     extra = {"history.json": json.dumps(history, indent=1).encode()}
     if report:
         from model_builder.report import render_report

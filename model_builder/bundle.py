@@ -3,7 +3,8 @@
     model.keras   Keras model: image -> (reconstruction, latent), or for the feature autoencoder
                   (error per latent position, latent); loaded with safe_mode
     density.npz   the latent density's state as plain arrays (no pickle)
-    bundle.json   format version, preprocessing, thresholds, rule, calibration, provenance
+    bundle.json   format version, preprocessing, thresholds, rule, and the model's description
+                  (ModelInfo: identity, calibration, training, provenance, evaluation)
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 from capture.errors import GutcheckError
 from capture.imageio import FOLDER_MODE, write_bytes_atomic
 from capture.trash import move_to_trash
-from model_builder.density import LatentDensity
+from model_builder.density import Density, PatchKDE, density_from_arrays
+from model_builder.metadata import ModelInfo
 from model_builder.preprocess import Preprocessing
 from model_builder.scoring import (COMBINATIONS, GoodStatistics, ReconstructionScore, Scorer, Thresholds,
                                    combined_score, finite_number, rule_combination)
@@ -37,13 +39,13 @@ class Bundle:
     """A loaded (or freshly built) bundle: the scorer plus everything bundle.json says."""
 
     model: object
-    density: LatentDensity
+    density: Density
     preprocessing: Preprocessing
     thresholds: Thresholds
     good_statistics: GoodStatistics
     knob_ranges: dict[str, list[float]]
     reconstruction_score: ReconstructionScore = field(default_factory=ReconstructionScore)
-    meta: dict = field(default_factory=dict)
+    info: ModelInfo = field(default_factory=ModelInfo)
     path: Path | None = None
     map_statistics: GoodStatistics | None = None  # feature autoencoder: good positions, for the heatmap
     combination: str = ""  # how the two scores make the single `score` (COMBINATIONS); "": the rule's
@@ -64,11 +66,9 @@ class Bundle:
         """The single anomaly score (higher = worse) that the report's ROC and `inspect` use."""
         return combined_score(density, error, self.good_statistics, self.combination)
 
-    def model_id(self) -> str:
-        return str(self.meta.get("model_id", "unsaved"))
-
     def to_meta(self) -> dict:
-        meta = dict(self.meta)
+        """bundle.json's content."""
+        meta = self.info.to_dict()
         meta.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -103,8 +103,9 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dic
     except OSError as exc:
         raise GutcheckError(f"{out}: cannot write there ({exc.strerror or exc})") from None
     try:
+        if bundle.info.model_id == ModelInfo.model_id:  # a new model: named after its folder and the time
+            bundle.info.model_id = f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         meta = bundle.to_meta()
-        meta.setdefault("model_id", f"{out.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         bundle.model.save(tmp / MODEL_FILE)
         with open(tmp / DENSITY_FILE, "wb") as f:
             np.savez(f, **bundle.density.to_arrays())
@@ -118,7 +119,7 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dic
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    bundle.meta, bundle.path = meta, out
+    bundle.path = out
     return out
 
 
@@ -207,7 +208,7 @@ def _knob_ranges(meta: dict) -> dict[str, list[float]]:
     return out
 
 
-def _check_model_fits(model, density: LatentDensity, preprocessing: Preprocessing) -> None:
+def _check_model_fits(model, density: Density, preprocessing: Preprocessing) -> None:
     """The three parts of a bundle must belong together: the model takes the preprocessed image, and
     the density knows the model's latent. Anything else fails at the first frame, not here."""
     expected = (preprocessing.size, preprocessing.size, preprocessing.channels)
@@ -215,19 +216,12 @@ def _check_model_fits(model, density: LatentDensity, preprocessing: Preprocessin
     if got != expected:
         raise GutcheckError(f"the model takes images of {got}, the preprocessing gives {expected}")
     latent_shape = tuple(model.output_shape[1][1:]) if hasattr(model, "output_shape") else ()
-    latent_dim = latent_shape[-1] if density.preset == "patch" else int(np.prod(latent_shape))
-    points = density.points_
-    if points is None or points.ndim != 2 or not np.isfinite(points).all() or \
-            (len(points) < 1 and density.preset != "gaussian"):  # one Gaussian keeps no points
+    latent_dim = latent_shape[-1] if isinstance(density, PatchKDE) else int(np.prod(latent_shape))
+    if not density.has_usable_state():
         raise GutcheckError("density.npz holds no usable points")
-    if density.projection_ is not None:
-        dim = density.projection_.shape[0]
-    elif density.precision_ is not None:
-        dim = density.precision_.shape[0]
-    else:
-        dim = points.shape[1]
-    if dim != latent_dim:
-        raise GutcheckError(f"density.npz describes latents of {dim} values, the model's have {latent_dim}")
+    if density.latent_dim() != latent_dim:
+        raise GutcheckError(f"density.npz describes latents of {density.latent_dim()} values, the model's have "
+                            f"{latent_dim}")
     if not np.isfinite(density.bandwidth) or density.bandwidth <= 0:
         raise GutcheckError(f"density.npz: bandwidth {density.bandwidth} is not a positive number")
 
@@ -246,7 +240,7 @@ def load_bundle(path: Path) -> Bundle:
         raise GutcheckError(f"{path / DENSITY_FILE}: not an .npz archive (damaged or replaced); rebuild the model")
     try:
         with np.load(path / DENSITY_FILE, allow_pickle=False) as npz:
-            density = LatentDensity.from_arrays({k: npz[k] for k in npz.files})
+            density = density_from_arrays({k: npz[k] for k in npz.files})
         preprocessing = Preprocessing(**_section(meta, "preprocessing"))
         _check_model_fits(model, density, preprocessing)
         return Bundle(
@@ -257,7 +251,7 @@ def load_bundle(path: Path) -> Bundle:
             good_statistics=_good_statistics(meta),
             knob_ranges=_knob_ranges(meta),
             reconstruction_score=ReconstructionScore(**_section(meta, "reconstruction_score")),
-            meta=meta,
+            info=ModelInfo.from_meta(meta),
             path=path,
             map_statistics=_good_statistics(meta, "map_statistics") if "map_statistics" in meta else None,
             combination=str(meta.get("score_combination", "")),

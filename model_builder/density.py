@@ -1,4 +1,7 @@
-"""Gaussian kernel density estimate on flattened encoder latents, kept as plain arrays.
+"""Densities on encoder latents, one estimator class per kind (the bundle's "preset"), each fitted
+with ``fit(latents)`` (returns self) and scored with ``score_samples(latents)`` (log-density, higher =
+more like the good parts), their fitted state plain arrays with a trailing underscore. The class is
+picked from DENSITIES by the preset stored in the bundle (``density_from_arrays``).
 
 Presets:
 - ``prototype``: the prototype's KDE, raw flattened latent, bandwidth 0.2 (sklearn's
@@ -22,14 +25,13 @@ Presets:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
 
 from capture.errors import GutcheckError
 
-PRESETS = ("prototype", "whitened", "gaussian", "patch")
 GAUSSIAN_MAX_DIM = 2048  # its precision matrix is stored in the bundle: 2048² float32 = 16 MB
 PATCH_MAX_MEMORY = 12_000  # patches kept by the patch preset: 12 000 x 480 float32 = 23 MB
 PATCH_WORST = 10  # patches averaged into an image's density (screw at 384 px: AUROC 0.914 vs 0.899 for 1)
@@ -110,80 +112,220 @@ def loo_bandwidth(points: np.ndarray, grid: np.ndarray | None = None) -> float:
     return best
 
 
-class LatentDensity:
-    """Kernel density on latent vectors: ``fit(latents)``, then ``score_samples(latents)``
-    gives the log-density of each row (higher = more like the good parts)."""
+def kde_log_density(x: np.ndarray, points: np.ndarray, bandwidth: float) -> np.ndarray:
+    """Log-density of rows of x under a Gaussian KDE on the rows of `points`, in chunks that bound
+    the distance matrix to ~32 MB."""
+    n, dim = points.shape
+    step = max(1, 4_000_000 // n)
+    return np.concatenate([
+        _gaussian_log_density(_sq_distances(x[i:i + step], points), bandwidth, dim, n)
+        for i in range(0, len(x), step)]) if len(x) else np.zeros(0)
 
-    def __init__(self, preset: str = "whitened", bandwidth: float | None = None, n_components: int = 32,
-                 coreset: float = 0.1, seed: int = 0, worst: int = PATCH_WORST, max_memory: int = PATCH_MAX_MEMORY,
-                 coarse: float = 0.0, refine: float = 0.1):
-        if preset not in PRESETS:
-            raise GutcheckError(f"unknown density preset {preset!r}; known: {', '.join(PRESETS)}")
-        self.preset = preset
-        self.bandwidth = bandwidth
-        self.n_components = n_components
-        self.coreset = coreset  # patch preset: share of training patches kept (at most PATCH_MAX_MEMORY)
-        self.seed = seed
-        self.worst = max(1, int(worst))  # patch preset: least likely patches averaged per image
-        self.max_memory = int(max_memory)  # patch preset: most patches kept (the live path's cost grows with it)
-        self.coarse = float(coarse)  # patch preset: share of the memory for the first pass (0: one exact pass)
-        self.refine = float(refine)  # patch preset: share of positions computed exactly in the second pass
-        self.mean_: np.ndarray | None = None
-        self.projection_: np.ndarray | None = None  # (dim, k): centred latent -> whitened coordinates
-        self.points_: np.ndarray | None = None  # the training set in the space the kernel works in
-        self.precision_: np.ndarray | None = None  # gaussian preset
-        self.log_norm_: float = 0.0
+
+class Density:
+    """What every density kind shares: the fitted-state checks and the plain-array round trip."""
+
+    preset: ClassVar[str]
+    points_: np.ndarray | None = None
+
+    def fit(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> "Density":
+        raise NotImplementedError
+
+    def score_samples(self, latents: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def check_dim(self, dim: int) -> None:
-        """Refuse, before any training, a latent too large for this preset."""
-        if self.preset == "gaussian" and dim > GAUSSIAN_MAX_DIM:
-            raise GutcheckError(f"the gaussian density takes latents of at most {GAUSSIAN_MAX_DIM} values; this "
-                                f"architecture's has {dim}: use --density whitened")
+        """Refuse, before any training, a latent this kind cannot take (only the Gaussian has a limit)."""
 
-    def _transform(self, latents: np.ndarray) -> np.ndarray:
-        flat = latents.reshape(len(latents), -1).astype(np.float64)
-        if self.projection_ is None:
-            return flat
-        return (flat - self.mean_) @ self.projection_
+    def latent_dim(self) -> int:
+        """Values in each latent vector the fitted state expects (per position for the patch kind)."""
+        return int(self.points_.shape[1])
 
-    def fit(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> "LatentDensity":
-        """Fit on training latents; `progress(n)` hears of the patch coreset's progress (patch preset)."""
+    def has_usable_state(self) -> bool:
+        """The fitted arrays are finite and hold at least one memory point."""
+        points = self.points_
+        return points is not None and points.ndim == 2 and len(points) >= 1 and bool(np.isfinite(points).all())
+
+    def _require_fit(self) -> None:
+        if self.points_ is None:
+            raise RuntimeError(f"{type(self).__name__}.score_samples called before fit")
+
+    @staticmethod
+    def _check_enough(latents: np.ndarray) -> None:
         if len(latents) < 3:
             raise GutcheckError("need at least 3 good images to fit the density model")
-        if self.preset == "patch":
-            return self._fit_patches(latents, progress)
-        flat = latents.reshape(len(latents), -1).astype(np.float64)
-        if self.preset == "gaussian":
-            from sklearn.covariance import LedoitWolf
 
-            self.check_dim(flat.shape[1])
-            lw = LedoitWolf().fit(flat)
-            # float32 halves the bundle (a 1760-dim latent: 12 MB) and changes scores by < 1e-5
-            self.mean_, self.precision_ = lw.location_, lw.precision_.astype(np.float32)
-            _, logdet = np.linalg.slogdet(lw.covariance_)
-            self.log_norm_ = -0.5 * (flat.shape[1] * math.log(2 * math.pi) + logdet)
-            self.bandwidth = float(lw.shrinkage_)  # reported as the regularisation in force
-            self.points_ = np.zeros((0, flat.shape[1]))
-            return self
-        if self.preset == "prototype":
-            self.mean_, self.projection_ = None, None
-            self.bandwidth = 0.2 if self.bandwidth is None else self.bandwidth
-        else:
-            self.mean_ = flat.mean(0)
-            _, s, vt = np.linalg.svd(flat - self.mean_, full_matrices=False)
-            k = int(min(self.n_components, len(flat) - 1, int((s > s[0] * 1e-6).sum())))
-            sd = s[:k] / math.sqrt(len(flat) - 1)
-            self.projection_ = vt[:k].T / sd
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays for an .npz file (no pickle)."""
+        raise NotImplementedError
+
+
+class PrototypeKDE(Density):
+    """The prototype's KDE: raw flattened latent, fixed bandwidth 0.2 (sklearn's normalisation)."""
+
+    preset = "prototype"
+
+    def __init__(self, bandwidth: float = 0.2):
+        self.bandwidth = float(bandwidth)
+        self.points_: np.ndarray | None = None
+
+    def fit(self, latents, progress=None) -> "PrototypeKDE":
+        self._check_enough(latents)
+        self.points_ = latents.reshape(len(latents), -1).astype(np.float64)
+        return self
+
+    def score_samples(self, latents: np.ndarray) -> np.ndarray:
+        self._require_fit()
+        return kde_log_density(latents.reshape(len(latents), -1).astype(np.float64), self.points_, self.bandwidth)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"preset": np.array(self.preset), "bandwidth": np.array(self.bandwidth), "points": self.points_}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PrototypeKDE":
+        obj = cls(float(arrays["bandwidth"]))
+        obj.points_ = np.asarray(arrays["points"], dtype=np.float64)
+        return obj
+
+
+class WhitenedKDE(Density):
+    """Centre, project on the leading `n_components` principal components, whiten; bandwidth by
+    leave-one-out likelihood unless given."""
+
+    preset = "whitened"
+
+    def __init__(self, n_components: int = 32, bandwidth: float | None = None):
+        self.n_components = int(n_components)
+        self.bandwidth = bandwidth
+        self.mean_: np.ndarray | None = None
+        self.projection_: np.ndarray | None = None  # (dim, k): centred latent -> whitened coordinates
+        self.points_: np.ndarray | None = None
+
+    def _transform(self, latents: np.ndarray) -> np.ndarray:
+        return (latents.reshape(len(latents), -1).astype(np.float64) - self.mean_) @ self.projection_
+
+    def fit(self, latents, progress=None) -> "WhitenedKDE":
+        self._check_enough(latents)
+        flat = latents.reshape(len(latents), -1).astype(np.float64)
+        self.mean_ = flat.mean(0)
+        _, s, vt = np.linalg.svd(flat - self.mean_, full_matrices=False)
+        k = int(min(self.n_components, len(flat) - 1, int((s > s[0] * 1e-6).sum())))
+        sd = s[:k] / math.sqrt(len(flat) - 1)
+        self.projection_ = vt[:k].T / sd
         self.points_ = self._transform(flat)
         if self.bandwidth is None:
             self.bandwidth = loo_bandwidth(self.points_)
         return self
 
+    def latent_dim(self) -> int:
+        return int(self.projection_.shape[0])
+
+    def score_samples(self, latents: np.ndarray) -> np.ndarray:
+        self._require_fit()
+        return kde_log_density(self._transform(latents), self.points_, float(self.bandwidth))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"preset": np.array(self.preset), "bandwidth": np.array(self.bandwidth, dtype=np.float64),
+                "n_components": np.array(self.n_components), "points": self.points_, "mean": self.mean_,
+                "projection": self.projection_}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "WhitenedKDE":
+        obj = cls(int(arrays["n_components"]), float(arrays["bandwidth"]))
+        obj.points_ = np.asarray(arrays["points"], dtype=np.float64)
+        obj.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+        obj.projection_ = np.asarray(arrays["projection"], dtype=np.float64)
+        return obj
+
+
+class GaussianDensity(Density):
+    """One Gaussian with a Ledoit-Wolf shrunk covariance over the whole latent; `bandwidth` reports
+    the shrinkage in force (the regularisation)."""
+
+    preset = "gaussian"
+
+    def __init__(self):
+        self.bandwidth: float | None = None
+        self.mean_: np.ndarray | None = None
+        self.precision_: np.ndarray | None = None
+        self.log_norm_: float = 0.0
+        self.points_: np.ndarray | None = None  # none kept: (0, dim), so that the state says its dimension
+
+    def check_dim(self, dim: int) -> None:
+        if dim > GAUSSIAN_MAX_DIM:
+            raise GutcheckError(f"the gaussian density takes latents of at most {GAUSSIAN_MAX_DIM} values; this "
+                                f"architecture's has {dim}: use --density whitened")
+
+    def fit(self, latents, progress=None) -> "GaussianDensity":
+        from sklearn.covariance import LedoitWolf
+
+        self._check_enough(latents)
+        flat = latents.reshape(len(latents), -1).astype(np.float64)
+        self.check_dim(flat.shape[1])
+        lw = LedoitWolf().fit(flat)
+        # float32 halves the bundle (a 1760-dim latent: 12 MB) and changes scores by < 1e-5
+        self.mean_, self.precision_ = lw.location_, lw.precision_.astype(np.float32)
+        _, logdet = np.linalg.slogdet(lw.covariance_)
+        self.log_norm_ = -0.5 * (flat.shape[1] * math.log(2 * math.pi) + logdet)
+        self.bandwidth = float(lw.shrinkage_)
+        self.points_ = np.zeros((0, flat.shape[1]))
+        return self
+
+    def latent_dim(self) -> int:
+        return int(self.precision_.shape[0])
+
+    def has_usable_state(self) -> bool:
+        return self.precision_ is not None and self.mean_ is not None and \
+            bool(np.isfinite(self.precision_).all() and np.isfinite(self.mean_).all())
+
+    def score_samples(self, latents: np.ndarray) -> np.ndarray:
+        self._require_fit()
+        d = latents.reshape(len(latents), -1).astype(np.float64) - self.mean_
+        return self.log_norm_ - 0.5 * np.einsum("ij,jk,ik->i", d, self.precision_.astype(np.float64), d)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"preset": np.array(self.preset), "bandwidth": np.array(self.bandwidth, dtype=np.float64),
+                "points": self.points_, "mean": self.mean_, "precision": self.precision_,
+                "log_norm": np.array(self.log_norm_)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "GaussianDensity":
+        obj = cls()
+        obj.bandwidth = float(arrays["bandwidth"])
+        obj.points_ = np.asarray(arrays["points"], dtype=np.float64)
+        obj.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+        obj.precision_ = np.asarray(arrays["precision"], dtype=np.float32)
+        obj.log_norm_ = float(arrays["log_norm"])
+        return obj
+
+
+class PatchKDE(Density):
+    """A KDE over the latent's spatial positions (patches) instead of whole images. Every position
+    of every training latent (h, w, c) is a c-dimensional sample; a greedy k-centre coreset keeps a
+    `coreset` share of them (at most `max_memory`); the bandwidth is chosen by leave-one-out
+    likelihood on the kept patches unless given. An image's density is the mean of its `worst` least
+    likely patches; `coarse` > 0 makes the per-frame pass two-pass (``patch_maps``)."""
+
+    preset = "patch"
+
+    def __init__(self, coreset: float = 0.1, max_memory: int = PATCH_MAX_MEMORY, worst: int = PATCH_WORST,
+                 coarse: float = 0.0, refine: float = 0.1, bandwidth: float | None = None, seed: int = 0):
+        self.coreset = float(coreset)
+        self.max_memory = int(max_memory)
+        self.worst = max(1, int(worst))
+        self.coarse = float(coarse)  # share of the memory for the first pass (0: one exact pass)
+        self.refine = float(refine)  # share of positions computed exactly in the second pass
+        self.bandwidth = bandwidth
+        self.seed = seed
+        self.points_: np.ndarray | None = None
+
     def memory_size(self, n_patches: int) -> int:
-        """Patches the patch preset keeps of `n_patches`."""
+        """Patches kept of `n_patches`."""
         return int(min(self.max_memory, max(min(n_patches, 3), round(n_patches * self.coreset))))
 
-    def _fit_patches(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> "LatentDensity":
+    def fit(self, latents, progress=None) -> "PatchKDE":
+        """`progress(n)` hears of the coreset search's progress."""
+        self._check_enough(latents)
         patches, _ = as_patches(latents)
         size = self.memory_size(len(patches))
         if len(patches) > CORESET_POOL:  # at 384 px a screw set has 590 000 patches: a third of the search time
@@ -196,16 +338,10 @@ class LatentDensity:
         return self
 
     def _kde(self, x: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
-        """Log-density of rows of x (already in the kernel's space) under the KDE on `points` (points_)."""
-        points = self.points_ if points is None else points
-        n, dim = points.shape
-        step = max(1, 4_000_000 // n)  # bound the distance matrix to ~32 MB
-        return np.concatenate([
-            _gaussian_log_density(_sq_distances(x[i:i + step], points), float(self.bandwidth), dim, n)
-            for i in range(0, len(x), step)]) if len(x) else np.zeros(0)
+        return kde_log_density(x, self.points_ if points is None else points, float(self.bandwidth))
 
     def patch_maps(self, latents: np.ndarray) -> np.ndarray:
-        """Patch preset: the log-density of every spatial position, shape (n, h, w).
+        """The log-density of every spatial position, shape (n, h, w).
 
         With `coarse` > 0 (detector v2) it is computed in two passes, the cost of the live path being
         this KDE: every position against the first `coarse` share of the memory (the greedy coreset's
@@ -214,8 +350,7 @@ class LatentDensity:
         value, lowered by the median gap between the two passes on the refined ones so that both
         kinds sit on one scale. The image density (its least likely patches) comes from the refined
         positions: exact whenever they hold them, as they do when coarse and exact rank alike."""
-        if self.preset != "patch" or self.points_ is None:
-            raise RuntimeError("patch_maps needs a fitted patch density")
+        self._require_fit()
         patches, shape = as_patches(latents)
         n_memory = len(self.points_)
         n_coarse = int(round(n_memory * self.coarse))
@@ -233,58 +368,47 @@ class LatentDensity:
         return maps.reshape(shape)
 
     def score_maps(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Patch preset: each image's density (the mean of its `worst` least likely patches) and the
-        per-patch map it came from, computed once."""
+        """Each image's density (the mean of its `worst` least likely patches) and the per-patch map
+        it came from, computed once."""
         maps = self.patch_maps(latents)
         flat = maps.reshape(len(latents), -1)
         k = min(self.worst, flat.shape[1])
         return np.partition(flat, k - 1, axis=1)[:, :k].mean(1), maps
 
     def score_samples(self, latents: np.ndarray) -> np.ndarray:
-        """Log-density of each latent vector under the fitted KDE (patch preset: of its least
-        likely patches, the mean of the `worst` lowest)."""
-        if self.points_ is None:
-            raise RuntimeError("LatentDensity.score_samples called before fit")
-        if self.preset == "patch":
-            return self.score_maps(latents)[0]
-        if self.preset == "gaussian":
-            d = latents.reshape(len(latents), -1).astype(np.float64) - self.mean_
-            return self.log_norm_ - 0.5 * np.einsum("ij,jk,ik->i", d, self.precision_.astype(np.float64), d)
-        return self._kde(self._transform(latents))
+        return self.score_maps(latents)[0]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The fitted state as plain arrays for an .npz file (no pickle)."""
-        arrays = {
-            "preset": np.array(self.preset),
-            "bandwidth": np.array(self.bandwidth, dtype=np.float64),
-            "n_components": np.array(self.n_components),
-            "coreset": np.array(self.coreset, dtype=np.float64),
-            "worst": np.array(self.worst),
-            "coarse": np.array(self.coarse, dtype=np.float64),
-            "refine": np.array(self.refine, dtype=np.float64),
-            "points": self.points_,
-        }
-        if self.projection_ is not None:
-            arrays["mean"] = self.mean_
-            arrays["projection"] = self.projection_
-        if self.precision_ is not None:
-            arrays.update(mean=self.mean_, precision=self.precision_, log_norm=np.array(self.log_norm_))
-        return arrays
+        return {"preset": np.array(self.preset), "bandwidth": np.array(self.bandwidth, dtype=np.float64),
+                "coreset": np.array(self.coreset, dtype=np.float64), "worst": np.array(self.worst),
+                "coarse": np.array(self.coarse, dtype=np.float64), "refine": np.array(self.refine, dtype=np.float64),
+                "points": self.points_}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "LatentDensity":
-        coreset = float(arrays["coreset"]) if "coreset" in arrays else 0.1
-        worst = int(arrays["worst"]) if "worst" in arrays else 1  # bundles before it: the least likely patch
-        obj = cls(str(arrays["preset"]), float(arrays["bandwidth"]), int(arrays["n_components"]), coreset,
-                  worst=worst, coarse=float(arrays["coarse"]) if "coarse" in arrays else 0.0,
-                  refine=float(arrays["refine"]) if "refine" in arrays else 0.1)
-        points = np.asarray(arrays["points"])
-        obj.points_ = points.astype(np.float32 if obj.preset == "patch" else np.float64)
-        if "projection" in arrays:
-            obj.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
-            obj.projection_ = np.asarray(arrays["projection"], dtype=np.float64)
-        if "precision" in arrays:
-            obj.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
-            obj.precision_ = np.asarray(arrays["precision"], dtype=np.float32)
-            obj.log_norm_ = float(arrays["log_norm"])
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PatchKDE":
+        # bundles from before `worst` scored the least likely patch alone; before `coarse`, one exact pass
+        obj = cls(coreset=float(arrays["coreset"]) if "coreset" in arrays else 0.1,
+                  worst=int(arrays["worst"]) if "worst" in arrays else 1,
+                  coarse=float(arrays["coarse"]) if "coarse" in arrays else 0.0,
+                  refine=float(arrays["refine"]) if "refine" in arrays else 0.1,
+                  bandwidth=float(arrays["bandwidth"]))
+        obj.points_ = np.asarray(arrays["points"], dtype=np.float32)
         return obj
+
+
+DENSITIES: dict[str, type[Density]] = {cls.preset: cls for cls in (PrototypeKDE, WhitenedKDE, GaussianDensity,
+                                                                    PatchKDE)}
+PRESETS = tuple(DENSITIES)
+
+
+def density_class(preset: str) -> type[Density]:
+    """The estimator class of a density preset, or a one-line error naming the known ones."""
+    try:
+        return DENSITIES[str(preset)]
+    except KeyError:
+        raise GutcheckError(f"unknown density preset {preset!r}; known: {', '.join(PRESETS)}") from None
+
+
+def density_from_arrays(arrays: dict[str, np.ndarray]) -> Density:
+    """A fitted density from its plain arrays (density.npz), the class picked by the stored preset."""
+    return density_class(str(arrays["preset"])).from_arrays(arrays)

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from model_builder.metadata import OutlierNote  # noqa: E402
 from model_builder.scoring import Scores, combined_score  # noqa: E402
 
 GOOD_COLOUR = "#2b8a3e"
@@ -144,7 +145,7 @@ def examples_plot(title: str, idx: list[int], inputs: np.ndarray, scores: Scores
     return _png(fig)
 
 
-def outliers_section(notes: list[dict], inputs: np.ndarray, limit: float) -> str:
+def outliers_section(notes: list[OutlierNote], inputs: np.ndarray, limit: float) -> str:
     """The held-out good images left out of the calibration, with their pictures and scores."""
     if not notes:
         return ""
@@ -153,8 +154,8 @@ def outliers_section(notes: list[dict], inputs: np.ndarray, limit: float) -> str
         ax.imshow(img.squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"d={note['density']:.3g} e={note['reconstruction']:.3g}", fontsize=8)
-    names = "".join(f"<li><code>{html.escape(n['path'])}</code></li>" for n in notes)
+        ax.set_title(f"d={note.density:.3g} e={note.reconstruction:.3g}", fontsize=8)
+    names = "".join(f"<li><code>{html.escape(n.path)}</code></li>" for n in notes)
     return (f"<h2>Check these good images</h2><p>They score more than {limit:g} robust spreads beyond the other "
             "held-out good images and were left out of the calibration (one such image would set a threshold "
             "on its own). If a part is flawed, move its file out of train/good and rebuild; if it is good, "
@@ -195,29 +196,28 @@ def metrics_table(summary: dict) -> str:
 
 def render_report(bundle, history: dict, evaluation, val: Scores, outlier_inputs: np.ndarray | None = None) -> str:
     """The whole report as one HTML string; `outlier_inputs` are the pictures of the held-out good
-    images the calibration left out (bundle.meta["calibration"]["outliers"])."""
-    meta, t = bundle.meta, bundle.thresholds
-    prov = meta.get("provenance", {})
+    images the calibration left out (bundle.info.calibration.outliers)."""
+    info, t = bundle.info, bundle.thresholds
+    prov, cal = info.provenance, info.calibration
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Gutcheck build report</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px}"
         "img{max-width:100%;margin:6px}h2{border-bottom:1px solid #ddd}</style></head><body>",
         "<h1>Gutcheck build report</h1>",
-        f"<p>Dataset <code>{html.escape(str(prov.get('dataset', '?')))}</code>, {prov.get('train_images', '?')} "
-        f"good images; architecture <b>{html.escape(str(meta.get('architecture')))}</b>, density preset "
-        f"<b>{html.escape(str(meta.get('density_preset')))}</b> (bandwidth {meta.get('density_bandwidth', 0):.3g}), "
-        f"reconstruction score <b>{bundle.reconstruction_score.kind}</b>, built {html.escape(prov.get('built', '?'))}."
+        f"<p>Dataset <code>{html.escape(prov.dataset)}</code>, {prov.train_images} "
+        f"good images; architecture <b>{html.escape(info.architecture)}</b>, density preset "
+        f"<b>{html.escape(info.density_preset)}</b> (bandwidth {info.density_bandwidth:.3g}), "
+        f"reconstruction score <b>{bundle.reconstruction_score.kind}</b>, built {html.escape(prov.built)}."
         "</p>",
         f"<p><b>Rule:</b> anomaly if density &lt; {t.density:.4g} <b>{t.rule.upper()}</b> reconstruction error "
-        f"&gt; {t.reconstruction:.4g}. Calibrated on {meta['calibration']['validation_images']} held-out good "
-        f"images for a {meta['calibration']['target_false_reject_rate']:.1%} false-reject rate "
-        f"(measured there: {meta['calibration']['validation_false_reject_rate']:.1%}).</p>",
+        f"&gt; {t.reconstruction:.4g}. Calibrated on {cal.validation_images} held-out good "
+        f"images for a {cal.target_false_reject_rate:.1%} false-reject rate "
+        f"(measured there: {cal.validation_false_reject_rate:.1%}).</p>",
         "<h2>Training</h2>", loss_plot(history),
     ]
-    notes = meta["calibration"].get("outliers", [])
-    if notes and outlier_inputs is not None:
-        parts.append(outliers_section(notes, outlier_inputs, meta["calibration"].get("outlier_limit", 0)))
+    if cal.outliers and outlier_inputs is not None:
+        parts.append(outliers_section(cal.outliers, outlier_inputs, cal.outlier_limit))
     if evaluation is None:
         parts += ["<h2>Held-out good images</h2><p>No test/ folder: no defect images to evaluate against.</p>",
                   histogram_plot({"good (validation)": val.density}, t.density, "Density", "density"),

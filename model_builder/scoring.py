@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from capture.errors import GutcheckError
-from model_builder.density import LatentDensity
+from model_builder.density import Density
 from model_builder.preprocess import Preprocessing
 
 RULES = ("and", "or")
@@ -225,7 +225,7 @@ class Scorer:
     (error per latent position, latent), and `map_statistics` (the held-out good positions' medians
     and spreads) turns both halves' maps into one heatmap."""
 
-    def __init__(self, model, density: LatentDensity, preprocessing: Preprocessing, thresholds: Thresholds,
+    def __init__(self, model, density: Density, preprocessing: Preprocessing, thresholds: Thresholds,
                  reconstruction_score: ReconstructionScore | None = None,
                  map_statistics: GoodStatistics | None = None):
         self.model = model

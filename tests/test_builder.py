@@ -59,9 +59,9 @@ def test_report_holds_every_plot_inline(tiny_bundle):
 
 
 def test_calibration_meets_the_false_reject_target_on_held_out_good(tiny_bundle):
-    meta = load_bundle(tiny_bundle).meta
-    assert meta["calibration"]["validation_false_reject_rate"] <= meta["calibration"]["target_false_reject_rate"]
-    ev = meta["evaluation"]
+    info = load_bundle(tiny_bundle).info
+    assert info.calibration.validation_false_reject_rate <= info.calibration.target_false_reject_rate
+    ev = info.evaluation
     assert ev["at_target_recall"]["operating_point"]["recall"] >= 0.95
     assert set(ev["rules"]) == {"and", "or"}
     assert 0.0 <= ev["pixel_auroc"] <= 1.0
@@ -84,7 +84,7 @@ def test_mixed_formats_sizes_and_a_corrupt_file_are_handled(tmp_path):
     (good / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     said: list[str] = []
     result = build(tmp_path / "part", tmp_path / "m", tiny(), show_progress=False, log=said.append)
-    assert result.bundle.meta["provenance"]["train_images"] == 10
+    assert result.bundle.info.provenance.train_images == 10
     assert any("broken.png" in s for s in said)
     assert any("sizes" in s for s in said)
 
@@ -114,8 +114,10 @@ def test_out_that_is_a_file_is_a_clear_error_and_nothing_half_written(small_data
 
 
 def test_bad_options_are_refused_before_training(small_dataset, tmp_path):
-    for kw, words in ((dict(loss="l7"), "unknown loss"), (dict(alpha=2.0), "alpha"),
-                      (dict(architecture="vgg"), "unknown architecture"), (dict(size=30), "multiple of 8"),
+    for kw, words in ((dict(loss="l7"), "--loss must be one of"), (dict(alpha=2.0), "alpha"),
+                      (dict(architecture="vgg"), "--architecture must be one of"), (dict(size=30), "multiple of 8"),
+                      (dict(rule="xor"), "--rule must be one of"), (dict(density_coreset=0.0), "--coreset"),
+                      (dict(target_frr=1.0), "--target-frr"),
                       (dict(density_preset="x"), "density preset"),
                       (dict(size=128, density_preset="gaussian", architecture="mobilenet", pretrained="none"), "at most 2048")):
         with pytest.raises(GutcheckError, match=words):
@@ -167,3 +169,12 @@ def test_pixel_and_feature_options_do_not_mix():
         BuildOptions(architecture="mobilenet", reconstruction_score="feature")
     with pytest.raises(GutcheckError, match="feature reconstruction error"):
         BuildOptions(architecture="features", reconstruction_score="ssim")
+
+
+def test_the_builder_knows_exactly_the_architectures_it_can_make():
+    from model_builder.architectures import ARCHITECTURES
+    from model_builder.build import DEFAULT_SIZES
+
+    assert set(ARCHITECTURES) == set(DEFAULT_SIZES)
+    with pytest.raises(GutcheckError, match="takes --density patch"):
+        BuildOptions(architecture="features", density_preset="whitened")

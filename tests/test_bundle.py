@@ -98,7 +98,7 @@ def test_existing_bundle_kept_without_force_and_trashed_with_it(tiny_bundle, tmp
     first_id = read_meta(target)["model_id"]
     with pytest.raises(GutcheckError, match="already exists"):
         save_bundle(bundle, target)
-    bundle.meta.pop("model_id")
+    bundle.info.model_id = "unsaved"  # as a new build's
     save_bundle(bundle, target, force=True)
     trashed = list((tmp_path / "models" / ".trash").glob("*/m"))
     assert len(trashed) == 1 and read_meta(trashed[0])["model_id"] == first_id
@@ -128,3 +128,30 @@ def test_build_removes_the_partial_folders_of_killed_builds_but_not_of_running_o
     removed = remove_stale_partials(tmp_path / "m")
     assert sorted(removed) == sorted([killed, ancient])
     assert running.is_dir() and other.is_dir()
+
+
+def test_bundle_json_is_read_into_typed_records_and_written_back_unchanged(tiny_bundle, tmp_path):
+    from model_builder.metadata import OutlierNote
+
+    bundle = load_bundle(tiny_bundle)
+    info = bundle.info
+    assert isinstance(info.calibration.validation_images, int) and info.calibration.validation_images > 0
+    assert all(isinstance(n, OutlierNote) for n in info.calibration.outliers)
+    assert isinstance(info.training.epochs_run, int) and info.provenance.train_images > 0
+    assert info.model_id == read_meta(tiny_bundle)["model_id"]
+    save_bundle(bundle, tmp_path / "again")
+    assert read_meta(tmp_path / "again") == read_meta(tiny_bundle)  # every key survives the typed round trip
+
+
+def test_descriptive_sections_of_the_wrong_type_are_one_line_errors_and_extra_keys_are_ignored(tiny_bundle, tmp_path):
+    meta = json.loads((tiny_bundle / META_FILE).read_text())
+    wrong = _copy_with_meta(tiny_bundle, tmp_path / "wrong",
+                            calibration={**meta["calibration"], "validation_images": "ten"})
+    with pytest.raises(GutcheckError, match=r"calibration.validation_images must be a number.*rebuild"):
+        load_bundle(wrong)
+    wrong = _copy_with_meta(tiny_bundle, tmp_path / "wrong2", training=[1, 2])
+    with pytest.raises(GutcheckError, match="training must be a table"):
+        load_bundle(wrong)
+    newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", training={**meta["training"], "gpu": "none"},
+                            something_new={"a": 1})
+    assert load_bundle(newer).info.training.epochs_run == meta["training"]["epochs_run"]

@@ -11,7 +11,7 @@ from app.demo import run_demo
 def test_demo_chain_separates_synthetic_defects(tmp_path):
     lines: list[str] = []
     bundle, summary = run_demo(tmp_path / "datasets", tmp_path / "models", n_parts=40, log=lines.append)
-    evaluation = bundle.meta["evaluation"]
+    evaluation = bundle.info.evaluation
     assert evaluation["images"]["good"] == 20
     # The dataset's own test split and the conveyor stream both separate good from defective.
     assert evaluation["auroc_combined"] >= 0.9, evaluation
