@@ -31,6 +31,17 @@ class Pins:
         self.last_steps_at = 0.0
         self.history: list[tuple[str, int]] = []  # every (pin, level) reported, in order
         self.resets: list[float] = []  # wall-clock times of chip resets (emulator)
+        self.rises: list[tuple[int, float]] = []  # (step pulses since the last report, emulated ms of the latest)
+
+    def step_rate(self, seconds: float) -> float:
+        """Step pulses per second of emulated time over the next `seconds`, exact to the cycle: the
+        pulses after one report's latest pulse up to a later report's latest, over the time between."""
+        first = len(self.rises)
+        wait_for(lambda: len(self.rises) > first, 2.0)
+        time.sleep(seconds)
+        window = self.rises[first:]
+        pulses = sum(n for n, _ in window[1:])
+        return pulses / (window[-1][1] - window[0][1]) * 1000.0
 
     def set(self, name: str, value: int) -> None:
         if self.level.get(name) != value:
@@ -91,6 +102,8 @@ def process_device(cmd: list[str], link: Path, name: str) -> Device:
             elif parts[:1] == ["STEPS"]:
                 pins.steps += int(parts[1])
                 pins.last_steps_at = time.monotonic()
+                if len(parts) >= 5 and int(parts[3]):
+                    pins.rises.append((int(parts[3]), float(parts[4])))
 
     threading.Thread(target=read, daemon=True).start()
     assert ready.wait(10), f"{name} did not start"
@@ -300,6 +313,54 @@ def test_watchdog_stops_the_belt_when_heartbeats_stop(device, link):
     assert device.pins.level["EN"] == 1  # heartbeats alone do not restart the belt
     link.resume()
     device.pins.wait("EN", 0, 1.0)
+
+
+def test_step_rate_is_within_1_percent_from_50_to_4000_steps_per_s_with_and_without_traffic(tmp_path):
+    """Issue 13 item 3, measured at the STEP pin of the real firmware: before the step clock the
+    belt ran 789 / 1815 / 2692 steps/s when set to 800 / 2000 / 4000, and 636-742 at 800 with traffic."""
+    if not firmware.have_avr_toolchain():
+        pytest.fail("the AVR toolchain is missing: `make test` installs it (gcc-avr, arduino-mk, simavr)")
+    dev = process_device([str(firmware.uno_harness()), str(firmware.uno_elf())], EMULATOR_PTY, "emulator")
+    link = ConveyorLink(str(EMULATOR_PTY)).start()
+    busy = threading.Event()
+    stop = threading.Event()
+
+    def traffic():  # verdicts and status requests as fast as they are acknowledged
+        while not stop.is_set():
+            if busy.is_set():
+                link.send_verdict(False)
+                link.request_status()
+            time.sleep(0.005)
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        wait_for(lambda: link.link.port is not None, 5)
+        link.resume()
+        dev.pins.wait("EN", 0, 2.0)
+        failures, lines = [], []
+        for rate in (50, 800, 2000, 4000):
+            link.set_speed(rate)
+            wait_for(lambda: link.status is not None and link.status.steps_per_s == rate, 2.0)
+            time.sleep(0.1)
+            for label in ("quiet", "traffic"):
+                acks = link.acks_received
+                (busy.set if label == "traffic" else busy.clear)()
+                measured = dev.pins.step_rate(1.5 if rate < 500 else 0.8)
+                lines.append(f"{rate} steps/s set, {label}: {measured:.1f} measured"
+                             + (f" ({link.acks_received - acks} verdicts acknowledged meanwhile)"
+                                if label == "traffic" else ""))
+                if abs(measured - rate) > 0.01 * rate:
+                    failures.append(lines[-1])
+                busy.clear()
+        print("\n" + "\n".join(lines))
+        assert not failures
+        assert dev.pins.level["EN"] == 0  # the traffic kept the belt running throughout
+    finally:
+        stop.set()
+        sender.join(1)
+        link.close()
+        dev.close()
 
 
 def test_button_held_at_power_up_does_not_start_the_belt(tmp_path):

@@ -1,6 +1,6 @@
 // Gutcheck conveyor: stops the belt and lights the lamp on a defect verdict from the PC.
 // Arduino Uno R3 / R4. Pins: STEP 3, DIR 4, EN 5 (LOW = driver enabled), lamp 6, resume button 7.
-// Non-blocking: no delay(); the stepper is clocked from micros(). Protocol: docs/protocols.md.
+// Non-blocking: no delay(); steps are scheduled from micros() (gc::StepClock). Protocol: docs/protocols.md.
 // Compile with -DPROTOTYPE_COMPAT for the prototype's behaviour (belt runs from power-up, no watchdog).
 #include "conveyor_logic.h"
 
@@ -30,8 +30,18 @@ static gc::Settings make_settings() {
 }
 
 gc::Conveyor conveyor(make_settings());
-unsigned long last_step_us = 0;
-bool step_level = false;
+gc::StepClock steps;
+bool was_running = false;
+const uint8_t STEP_PULSE_US = 3;  // drivers need 1-2 us high (A4988 1 us, DRV8825 1.9 us)
+
+// One step pulse if one is due. Called more than once per loop() so that a busy part of the loop
+// delays a step by less than a whole pass.
+static void step_if_due() {
+  if (!was_running || !steps.due(micros())) return;
+  digitalWrite(PIN_STEP, HIGH);
+  delayMicroseconds(STEP_PULSE_US);
+  digitalWrite(PIN_STEP, LOW);
+}
 
 void setup() {
 #if defined(__AVR__)
@@ -50,21 +60,22 @@ void setup() {
 
 void loop() {
   WATCHDOG_FEED();
+  step_if_due();
   unsigned long now = millis();
-  while (Serial.available() > 0) conveyor.feed((char)Serial.read(), now);
+  while (Serial.available() > 0) {
+    conveyor.feed((char)Serial.read(), now);
+    step_if_due();
+  }
   conveyor.button(digitalRead(PIN_BUTTON) == LOW, now);
   conveyor.tick(now);
 
   bool run = conveyor.running();
   digitalWrite(PIN_EN, run ? LOW : HIGH);
   digitalWrite(PIN_LAMP, conveyor.lamp() ? HIGH : LOW);
-  unsigned long half_period_us = 500000UL / conveyor.steps_per_s();
-  unsigned long now_us = micros();
-  if (run && now_us - last_step_us >= half_period_us) {
-    last_step_us = now_us;
-    step_level = !step_level;
-    digitalWrite(PIN_STEP, step_level ? HIGH : LOW);
-  }
+  steps.set_rate(conveyor.steps_per_s());
+  if (run && !was_running) steps.start(micros());
+  was_running = run;
+  step_if_due();
 
   char out[64];
   size_t room = (size_t)Serial.availableForWrite();
@@ -72,4 +83,5 @@ void loop() {
     size_t n = conveyor.take_output(out, room + 1 < sizeof out ? room + 1 : sizeof out);
     if (n) Serial.write((const uint8_t*)out, n);
   }
+  step_if_due();
 }

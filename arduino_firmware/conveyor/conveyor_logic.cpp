@@ -261,4 +261,33 @@ void Conveyor::button(bool pressed, uint32_t now_ms) {
   }
 }
 
+void StepClock::set_rate(uint16_t steps_per_s) {
+  if (steps_per_s == rate_ || steps_per_s == 0) return;
+  rate_ = steps_per_s;
+  interval_us_ = 1000000UL / rate_;
+  remainder_ = 1000000UL % rate_;
+  fraction_ = 0;
+}
+
+void StepClock::start(uint32_t now_us) {
+  next_us_ = now_us;
+  fraction_ = 0;
+}
+
+void StepClock::advance() {
+  next_us_ += interval_us_;
+  fraction_ += remainder_;
+  if (fraction_ >= rate_) {
+    fraction_ -= rate_;
+    next_us_ += 1;
+  }
+}
+
+bool StepClock::due(uint32_t now_us) {
+  if (rate_ == 0 || (int32_t)(now_us - next_us_) < 0) return false;
+  if (now_us - next_us_ > (uint32_t)kMaxLateSteps * interval_us_) start(now_us);  // a stall: no burst
+  advance();
+  return true;
+}
+
 }  // namespace gc

@@ -36,6 +36,31 @@ enum class Belt : char {
   Waiting = 'W', Running = 'R', Defect = 'D', Watchdog = 'T', Command = 'C'
 };
 
+// Step scheduling from the microsecond clock (AccelStepper's idea, without its drift): each step
+// falls due one interval after the previous one was *due*, not after it happened, so a late step
+// (a loop() busy with a frame) does not delay every later one, and the interval keeps its fraction
+// of a microsecond (1e6 / steps_per_s = q + r / steps_per_s), so the mean rate is exact at any rate.
+// A step more than kMaxLateSteps intervals late (a long stall) moves the schedule to now instead of
+// being made up in a burst the motor could not follow. micros() wrap-around is handled.
+class StepClock {
+ public:
+  static const uint8_t kMaxLateSteps = 4;
+
+  void set_rate(uint16_t steps_per_s);  // keeps the schedule; the next interval is the new one
+  void start(uint32_t now_us);          // the first step is due now
+  bool due(uint32_t now_us);            // true once for each step that has fallen due
+  uint16_t rate() const { return rate_; }
+
+ private:
+  void advance();
+
+  uint16_t rate_ = 0;
+  uint32_t interval_us_ = 0;  // whole microseconds of 1e6 / rate_
+  uint32_t remainder_ = 0;    // and the fraction, in units of 1 / rate_ microseconds
+  uint32_t fraction_ = 0;     // fraction accumulated so far, below rate_
+  uint32_t next_us_ = 0;
+};
+
 struct Settings {
   uint32_t watchdog_ms = 1000;
   uint32_t status_ms = 500;

@@ -6,7 +6,9 @@
  * The UART is bridged to a pseudo-terminal linked at /tmp/simavr-uart0 (libsimavrparts' uart_pty).
  * Every change of the STEP (PD3), EN (PD5) and lamp (PD6) pins is printed on stdout as
  *   PIN <name> <level> <emulated-ms>
- * with STEP changes summarised once per 10 ms of activity as "STEPS <count> <ms>", to keep the stream small.
+ * with STEP changes summarised once per 10 ms of activity as "STEPS <changes> <ms> <rises> <last-rise-ms>" (the
+ * STEP level changes and rising edges since the last such line, and the emulated time of the latest rising
+ * edge, to the cycle: a step rate measured between two lines is exact), to keep the stream small.
  * A pin's level is what the wiring sees: its output when the pin drives, else its external resistor:
  * EN has the pull-up docs/wiring.md asks for (a floating EN reads 1, driver off), the lamp a pull-down.
  * Lines on stdin drive the resume button (PD7, active low): "BUTTON 1" presses it, "BUTTON 0" releases.
@@ -30,7 +32,8 @@
 static avr_t *avr;
 static uart_pty_t uart_pty;
 static struct timespec wall_start;
-static unsigned long step_count;
+static unsigned long step_count, rise_count;
+static double last_rise_ms;
 static double last_step_report_ms;
 static void (*core_reset)(struct avr_t *);
 static long hang_addr = -1;            /* flash byte address patched by HANG, -1 if none */
@@ -76,9 +79,12 @@ static void on_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
 
 static void on_step(struct avr_irq_t *irq, uint32_t value, void *param) {
   (void)irq;
-  (void)value;
   (void)param;
   step_count++;
+  if (value) {
+    rise_count++;
+    last_rise_ms = emulated_ms();
+  }
 }
 
 /* The button pulls PD7 to ground when pressed; released, the pin floats to the pull-up. */
@@ -99,10 +105,11 @@ static avr_cycle_count_t pace(struct avr_t *a, avr_cycle_count_t when, void *par
   }
   if (emulated_ms() - last_step_report_ms >= 10.0) {
     if (step_count) {
-      printf("STEPS %lu %.2f\n", step_count, emulated_ms());
+      printf("STEPS %lu %.2f %lu %.6f\n", step_count, emulated_ms(), rise_count, last_rise_ms);
       fflush(stdout);
     }
     step_count = 0;
+    rise_count = 0;
     last_step_report_ms = emulated_ms();
   }
   report_levels();

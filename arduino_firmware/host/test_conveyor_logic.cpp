@@ -248,7 +248,48 @@ static void test_output_queue_never_overflows() {
   CHECK(buf[n - 1] == '\n');
 }
 
+// Steps counted over `seconds` of a loop that polls every `poll_us`, with a `stall_us` pause every
+// `stall_every_us` (a frame being handled).
+static double measured_rate(uint16_t rate, uint32_t start_us, uint32_t poll_us, uint32_t stall_us,
+                            uint32_t stall_every_us, double seconds) {
+  gc::StepClock clock;
+  clock.set_rate(rate);
+  clock.start(start_us);
+  uint32_t now = start_us, next_stall = start_us + stall_every_us;
+  const uint64_t total = (uint64_t)(seconds * 1e6);
+  unsigned long steps = 0;
+  for (uint64_t elapsed = 0; elapsed < total; elapsed += poll_us, now += poll_us) {
+    if (stall_every_us && (int32_t)(now - next_stall) >= 0) {
+      now += stall_us;
+      elapsed += stall_us;
+      next_stall += stall_every_us;
+    }
+    while (clock.due(now)) ++steps;
+  }
+  return steps / seconds;
+}
+
+static void test_step_clock_keeps_the_mean_rate() {
+  const uint16_t rates[] = {50, 800, 2000, 3001, 4000};
+  for (uint16_t r : rates) {
+    double quiet = measured_rate(r, 0, 20, 0, 0, 10.0);
+    // a 400 us stall every 2 ms (frames arriving back to back), across the micros() wrap-around
+    double busy = measured_rate(r, 0xFFFFFFFFUL - 3000000UL, 60, 400, 2000, 10.0);
+    std::printf("step clock %u steps/s: %.2f quiet, %.2f with stalls\n", (unsigned)r, quiet, busy);
+    CHECK(quiet > r * 0.999 && quiet < r * 1.001);
+    CHECK(busy > r * 0.99 && busy < r * 1.01);
+  }
+  // a long stall (the belt stopped, a hang) does not come back as a burst of steps
+  gc::StepClock clock;
+  clock.set_rate(1000);
+  clock.start(0);
+  int burst = 0;
+  while (clock.due(1000000)) ++burst;
+  CHECK(burst == 1);
+}
+
 int main() {
+  test_step_clock_keeps_the_mean_rate();
   test_frame_and_checksum();
   test_reader_rejects_garbage();
   test_waits_for_resume_then_runs();
