@@ -159,6 +159,36 @@ def test_conveyor_watchdog_stops_the_belt_when_the_pc_goes_quiet(conveyor):
         link.close()
 
 
+def test_a_late_duplicate_acknowledgement_never_marks_a_later_verdict_delivered(tmp_path):
+    """Issue 13 item 8: an acknowledgement that arrives when no verdict with its number is in flight
+    (a resend's late duplicate, or one from before the wrap) is ignored; only an acknowledgement of
+    the frame actually sent delivers it."""
+    from app.links.simulators import PtyDevice
+
+    device = PtyDevice(tmp_path / "conveyor")
+    device.plug()
+    link = ConveyorLink(str(device.path), ack_timeout_s=0.1).start()
+    try:
+        wait_for(lambda: link.link.port is not None)
+        device.write(protocol.frame("A,1"))  # stale: verdict 1 is not sent yet
+        wait_for(lambda: link.acks_received == 1)
+        assert link.late_acks == 1
+        seq = link.send_verdict(True)
+        assert seq == 1
+        seen = b""
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            seen += device.read(0.02)
+        assert protocol.verdict_frame(1, True, link.session) in seen  # sent, and resent: no answer yet
+        assert link.delivered == 0 and link.pending() == 1
+        device.write(protocol.frame("A,1"))
+        assert link.wait_delivered(1.0)
+        assert link.delivered == 1
+    finally:
+        link.close()
+        device.unplug()
+
+
 class DeafModel(ConveyorModel):
     """A conveyor that understands every frame but verdicts (a wrong firmware, a broken parser)."""
 

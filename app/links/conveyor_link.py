@@ -28,6 +28,7 @@ class ConveyorLink:
         self.status: BeltStatus | None = None
         self.delivered = 0
         self.acks_received = 0
+        self.late_acks = 0  # acknowledgements of no verdict in flight (a resend's late duplicate): ignored
         self.resends = 0
         self.failures = 0
         # Why the link is holding the belt stopped ("" = it is not): a verdict that could not be
@@ -37,7 +38,8 @@ class ConveyorLink:
         self.conveyor_version: int | None = None
         self.latencies_s: collections.deque[float] = collections.deque(maxlen=10_000)
         self._queue: collections.deque[tuple[int, bool, float]] = collections.deque()
-        self._acked: set[int] = set()
+        self._acked: set[int] = set()  # holds at most the verdict in flight: a late duplicate of an
+        # earlier acknowledgement must not mark the same number delivered one wrap (65 535 verdicts) later
         self._seq = 0
         # A new random id per connection: the conveyor never takes this connection's seq 1 for a
         # resend of the previous PC run's seq 1 (docs/protocols.md, "Sessions").
@@ -54,8 +56,11 @@ class ConveyorLink:
         with self._cond:
             for m in messages:
                 if isinstance(m, Ack):
-                    self._acked.add(m.seq)
                     self.acks_received += 1
+                    if self._queue and self._queue[0][0] == m.seq:
+                        self._acked.add(m.seq)
+                    else:
+                        self.late_acks += 1
                 elif isinstance(m, BeltEvent):
                     self.belt_state = m.state
                 elif isinstance(m, BeltStatus):
