@@ -262,6 +262,18 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hardware(args: argparse.Namespace) -> int:
+    from app.hardware_check import HardwareCheck
+
+    if args.sweep_seconds <= 0 or args.rest_seconds <= 0:
+        raise GutcheckError("--sweep-seconds and --rest-seconds must be above 0")
+    report = HardwareCheck(lambda line: print(line, flush=True), conveyor_url=args.conveyor or "",
+                           knobs_url=args.knobs or "", check_knobs=not args.no_knobs,
+                           check_conveyor=not args.no_conveyor, rest_s=args.rest_seconds,
+                           sweep_s=args.sweep_seconds).run()
+    return 0 if report.ok else 1
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from app.dashboard_app import run_dashboard
 
@@ -305,6 +317,22 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--split", choices=["train", "test"], default="train")
     ds.add_argument("--label", default="good")
     ds.set_defaults(func=cmd_dataset)
+
+    hw = sub.add_parser("hardware", help="check the knob box and the conveyor (for wiring a new station)",
+                        description="check: list the serial ports, find which is the knob box and which the "
+                                    "conveyor, show their protocol versions, measure the knobs at rest and turned "
+                                    "end to end, start the belt, send an OK and a defect verdict and check the "
+                                    "conveyor's watchdog. Exit code 0 when every check passes, 1 when one fails. "
+                                    "The belt moves during the check: keep hands clear.")
+    hw.add_argument("action", choices=["check"])
+    hw.add_argument("--conveyor", metavar="URL", help="the conveyor's port (default: search every serial port)")
+    hw.add_argument("--knobs", metavar="URL", help="the knob box's port (default: search every serial port)")
+    hw.add_argument("--no-knobs", action="store_true", help="skip the knob box")
+    hw.add_argument("--no-conveyor", action="store_true", help="skip the conveyor")
+    hw.add_argument("--rest-seconds", type=float, default=2.0, help="knobs left alone this long (default 2)")
+    hw.add_argument("--sweep-seconds", type=float, default=20.0,
+                    help="time to turn each knob end to end (default 20; ends early once both ends are seen)")
+    hw.set_defaults(func=cmd_hardware)
 
     from model_builder.build import DEFAULT_SIZES, BuildOptions
     from model_builder.density import PRESETS

@@ -73,6 +73,7 @@ class Dashboard:
         self.redraws = collections.deque(maxlen=60)
         self.last_verdict: Verdict | None = None
         self.calibration: dict | None = None
+        self.hardware: dict | None = None  # the hardware check window, while it is open
         self._plots_stale = True  # bars and chart are redrawn only when a verdict or a threshold changed
         self.settings = Settings()
         self._jobs: queue.Queue[tuple[str, object]] = queue.Queue()  # results of background work
@@ -101,6 +102,7 @@ class Dashboard:
         file_menu.add_command(label="Quit", command=self.close)
         tools = tk.Menu(menu, tearoff=False)
         tools.add_command(label="Calibration helper…", command=self.open_calibration)
+        tools.add_command(label="Hardware check…", command=self.open_hardware_check)
         menu.add_cascade(label="File", menu=file_menu)
         menu.add_cascade(label="Tools", menu=tools)
         r.configure(menu=menu)
@@ -363,6 +365,89 @@ class Dashboard:
             self._drop_calibration()
             self.message("calibrated thresholds applied (Save keeps them)")
 
+    # -- hardware check ---------------------------------------------------------------------------
+    def open_hardware_check(self) -> None:
+        """The technician's checklist (app/hardware_check.py) in a window. Start pauses inspection and
+        lends the check the knob box and conveyor ports; both links reopen when it ends."""
+        if self.hardware is not None:
+            self.hardware["window"].lift()
+            return
+        win = ttk.Toplevel(self.root)
+        win.title("Hardware check")
+        text = tk.Text(win, width=100, height=28, font=("TkFixedFont", 9), wrap="word")
+        text.pack(fill="both", expand=True, padx=6, pady=6)
+        text.tag_configure("pass", foreground=GREEN)
+        text.tag_configure("fail", foreground=RED)
+        text.insert("end", "Checks the knob box and the conveyor: finds their ports, measures the knobs at rest and "
+                           "turned end to end, starts the belt, sends an OK and a defect verdict and checks the "
+                           "conveyor's watchdog.\nStart pauses inspection; the belt moves during the check: keep "
+                           "hands clear.\n\n")
+        start = ttk.Button(win, text="Start", command=self._start_hardware_check, bootstyle="primary")
+        start.pack(side="left", padx=6, pady=6)
+        ttk.Button(win, text="Close", command=self._close_hardware_check).pack(side="right", padx=6, pady=6)
+        win.protocol("WM_DELETE_WINDOW", self._close_hardware_check)
+        self.hardware = {"window": win, "text": text, "start": start, "stop": threading.Event(), "running": False}
+
+    def _start_hardware_check(self) -> None:
+        from app.hardware_check import HardwareCheck
+
+        hw = self.hardware
+        if hw is None or hw["running"]:
+            return
+        if self.inspector is not None:
+            self.inspector.stop()
+            self.inspector = None
+        urls = {"knobs": self.knobs.link.url if self.knobs is not None else "",
+                "conveyor": self.conveyor.link.url if self.conveyor is not None else ""}
+        for link in (self.knobs, self.conveyor):
+            if link is not None:
+                link.close()
+        self.knobs = self.conveyor = None
+        hw.update(running=True, urls=urls)
+        hw["start"].configure(state="disabled")
+        check = HardwareCheck(lambda line: self._jobs.put(("hardware", line)), conveyor_url=urls["conveyor"],
+                              knobs_url=urls["knobs"], stop=hw["stop"])
+
+        def run() -> None:
+            try:
+                report = check.run()
+                self._jobs.put(("hardware-done", report))
+            except GutcheckError as exc:
+                self._jobs.put(("hardware", f"  FAIL  {exc}"))
+                self._jobs.put(("hardware-done", None))
+
+        threading.Thread(target=run, daemon=True, name="hardware-check").start()
+
+    def _hardware_done(self, report) -> None:
+        """Reopen the links the check borrowed; inspection stays paused until a source is opened again
+        (the check leaves the belt stopped: Resume restarts it)."""
+        from app.links.conveyor_link import ConveyorLink
+        from app.links.knob_link import KnobLink
+
+        hw = self.hardware
+        urls = hw["urls"] if hw is not None else {}
+        if urls.get("knobs"):
+            self.knobs = KnobLink(urls["knobs"]).start()
+        if urls.get("conveyor"):
+            self.conveyor = ConveyorLink(urls["conveyor"]).start()
+        if hw is not None:
+            hw["running"] = False
+            hw["start"].configure(state="normal")
+        ok = report is not None and report.ok
+        self.message("hardware check: every check passed" if ok else "hardware check: a check failed (see its "
+                     "window)", error=not ok)
+        if self.source_spec and self.bundle is not None:
+            self.open_source(self.source_spec)
+
+    def _close_hardware_check(self) -> None:
+        hw = self.hardware
+        if hw is None:
+            return
+        hw["stop"].set()  # a running check ends at its next step and still hands the ports back
+        hw["window"].destroy()
+        if not hw["running"]:
+            self.hardware = None
+
     # -- the view -------------------------------------------------------------------------------
     def poll(self) -> None:
         now = time.monotonic()
@@ -371,6 +456,15 @@ class Dashboard:
             kind, value = self._jobs.get_nowait()
             if kind == "model":
                 self._model_loaded(value)
+            elif kind == "hardware":
+                if self.hardware is not None and self.hardware["window"].winfo_exists():
+                    tag = "pass" if "PASS " in value[:8] else "fail" if "FAIL " in value[:8] else ""
+                    self.hardware["text"].insert("end", f"{value}\n", tag)
+                    self.hardware["text"].see("end")
+            elif kind == "hardware-done":
+                self._hardware_done(value)
+                if self.hardware is not None and not self.hardware["window"].winfo_exists():
+                    self.hardware = None
             else:
                 self.message(str(value), error=True)
         insp = self.inspector

@@ -136,6 +136,10 @@ CASES = [
      ["bad label"]),
     ("capture part climbs out", nothing, ["capture", "--source", "synthetic:parts=1", "--part", "..",
                                            "--datasets", "{work}/datasets", "--count", "1"], ["bad part name"]),
+    ("hardware check on a port that is not there", nothing, ["hardware", "check", "--conveyor", "{work}/ttyACM9",
+                                                             "--no-knobs"], ["cannot open the port"]),
+    ("hardware check with no time to turn a knob", nothing, ["hardware", "check", "--sweep-seconds", "0"],
+     ["--sweep-seconds"]),
     ("trash label climbs out", nothing, ["dataset", "trash", "p", "--split", "test", "--label", "..",
                                          "--datasets", "{work}/datasets"], ["bad label"]),
 ]

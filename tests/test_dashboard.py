@@ -120,6 +120,40 @@ def test_calibration_helper_proposes_and_applies_thresholds(station):
     assert "reconstruction_threshold" in saved and "density_threshold" in saved
 
 
+def test_hardware_check_from_the_tools_menu_borrows_the_ports_and_gives_them_back(station):
+    dash, knob_sim, belt_sim, _ = station
+    root = dash.root
+    dash.resume_belt()
+    assert pump(root, lambda: dash.inspector is not None and sum(dash.counts.values()) >= 3, 60)
+    dash.open_hardware_check()
+    dash._start_hardware_check()
+    assert dash.inspector is None  # inspection paused while the check has the ports
+    text = dash.hardware["text"]
+    turned = set()
+
+    def technician() -> bool:  # turns each knob end to end when the window asks
+        shown = text.get("1.0", "end")
+        for knob in "AB":
+            if f"turn knob {knob}" in shown and knob not in turned:
+                turned.add(knob)
+                for value in range(0, 1001, 100):
+                    knob_sim.set(value, knob_sim.b) if knob == "A" else knob_sim.set(knob_sim.a, value)
+                    root.after(20)
+        return "checks passed" in shown
+
+    assert pump(root, technician, 60), text.get("1.0", "end")
+    shown = text.get("1.0", "end")
+    assert "11 of 11 checks passed" in shown, shown
+    assert pump(root, lambda: dash.knobs is not None and dash.knobs.state() == "connected", 5)
+    assert dash.conveyor is not None and dash.inspector is not None  # links back, inspection resumed
+    assert belt_sim.model.state == "C"  # the check leaves the belt stopped
+    dash.hardware["window"].geometry("900x560")
+    shot = screenshot(dash.hardware["window"], "dashboard_hardware_check")
+    assert shot.stat().st_size > 10_000
+    dash._close_hardware_check()
+    assert dash.hardware is None
+
+
 def test_bad_inputs_are_messages_in_the_window(xvfb_display, tiny_bundle, tmp_path):
     import ttkbootstrap as ttk
 
