@@ -165,6 +165,8 @@ def _inspect_source(args: argparse.Namespace, bundle) -> int:
             extra = {"part": v.number, "frame": v.frame.index, "source": source.name}
             if v.truth is not None:
                 extra["truth"] = v.truth
+            if conveyor is not None:  # a link that drops is in every line it affects, not only in a log
+                extra["conveyor_link"] = conveyor.state()
             print(_verdict_json(extra, v.anomaly, v.density, v.error, v.thresholds, bundle), flush=True)
         if not inspector.errors.empty():
             raise GutcheckError(inspector.errors.get())
@@ -172,11 +174,18 @@ def _inspect_source(args: argparse.Namespace, bundle) -> int:
         pass
     finally:
         inspector.stop()
+        undelivered, link_state = 0, ""
         if conveyor is not None:
             conveyor.wait_delivered(2.0)
+            undelivered, link_state = conveyor.pending(), conveyor.state()
+            print(f"gutcheck: conveyor: {conveyor.delivered} verdicts delivered, {undelivered} not delivered, "
+                  f"{conveyor.resends} resent, link dropped {conveyor.link.drops} times", file=sys.stderr)
             conveyor.close()
         if log is not None:
             log.close()
+    if undelivered:
+        raise GutcheckError(f"{undelivered} verdicts did not reach the conveyor (link {link_state}: "
+                            f"{conveyor.link.last_error or 'no acknowledgement'}); its watchdog has stopped the belt")
     return 0
 
 

@@ -170,7 +170,10 @@ def read_meta(path: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise GutcheckError(f"{path}: not a Gutcheck model bundle (format is {meta.get('format')!r})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise GutcheckError(f"{meta_path}: format_version must be a whole number, not {version!r}; the file was "
+                            "edited or damaged: rebuild the model")
+    if version > FORMAT_VERSION or version < 1:
         raise GutcheckError(
             f"{path}: bundle format version {version} is not supported by this Gutcheck "
             f"(reads version {FORMAT_VERSION}); update Gutcheck or rebuild the model"

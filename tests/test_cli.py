@@ -10,7 +10,7 @@ import pytest
 
 from capture.synthetic import write_dataset
 
-SUBCOMMANDS = ["capture", "build", "inspect", "dashboard", "demo"]
+SUBCOMMANDS = ["capture", "build", "inspect", "dashboard", "demo", "dataset", "hardware"]
 
 
 def gutcheck(*args, cwd=None):
@@ -75,3 +75,45 @@ def test_inspect_with_bad_model_path_is_one_line_error(tmp_path):
     data = write_dataset(tmp_path / "d", n_train=1, n_test_good=0, n_test_defect=0, size=32)
     proc = gutcheck("inspect", "--model", tmp_path / "nope", data / "train" / "good" / "000.png")
     assert_one_line_error(proc, "no such model bundle")
+
+
+@pytest.mark.parametrize("replug", [True, False])
+def test_a_conveyor_link_that_drops_during_inspection_is_in_the_output(tiny_bundle, tmp_path, replug):
+    """Issue 14: a link that drops later is shown and counted. Every JSON line says the conveyor link's
+    state; the end says how many verdicts were delivered and how often the link dropped; verdicts that
+    never reached the belt make the run fail (one line, exit 2)."""
+    import time
+
+    from app.links.simulators import ConveyorSimulator
+
+    sim = ConveyorSimulator(tmp_path / "conveyor").start()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
+                             "synthetic:seed=4,parts=12,fps=40", "--mode", "continuous", "--conveyor", str(sim.path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    out = []
+    try:
+        for line in proc.stdout:  # inspection is under way: pull the cable (and put it back)
+            out.append(line)
+            if len(out) == 20:
+                sim.unplug()
+                unplugged = time.monotonic()
+            if replug and len(out) > 20 and sim.device.master is None and time.monotonic() - unplugged > 1.5:
+                sim.plug()
+        proc.wait(60)
+        stderr = proc.stderr.read()
+    finally:
+        proc.kill()
+        sim.close()
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(out), stderr)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    states = [line["conveyor_link"] for line in lines]
+    print(f"\nreplug={replug}: exit {proc.returncode}; link states seen: {sorted(set(states))}; "
+          f"{proc.stderr.strip()}")
+    assert "connected" in states and "lost" in states
+    summary = [ln for ln in proc.stderr.splitlines() if ln.startswith("gutcheck: conveyor:")]
+    assert len(summary) == 1 and "link dropped 1 times" in summary[0]
+    if replug:
+        assert proc.returncode == 0 and " 0 not delivered" in summary[0]
+    else:
+        assert_one_line_error(proc, "did not reach the conveyor", "watchdog has stopped the belt")
+        assert proc.returncode == 2

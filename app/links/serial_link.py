@@ -35,6 +35,7 @@ class SerialLink:
         self.port: serial.SerialBase | None = None
         self.last_valid: float | None = None
         self.connects = 0
+        self.drops = 0  # times an open port was lost (an error, or silence past lost_after_s) while running
         self.last_error = ""
         self._opened_at = 0.0
         self._write_lock = threading.Lock()
@@ -121,6 +122,8 @@ class SerialLink:
                 data = self.port.read(self.port.in_waiting or 1)  # returns as soon as a byte is there
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
+                if not self._stop.is_set():
+                    self.drops += 1
                 self._drop_port()
                 continue
             now = time.monotonic()
@@ -129,4 +132,5 @@ class SerialLink:
             # Silence for too long (a Bluetooth link that died without an error): reopen.
             if now - (self.last_valid or self._opened_at) > self.lost_after_s:
                 self.last_error = f"nothing valid for {self.lost_after_s:g} s"
+                self.drops += 1
                 self._drop_port()
