@@ -155,7 +155,7 @@ class Dashboard:
 
         kp = ttk.Labelframe(right, text="Knob box", padding=6)
         kp.grid(row=4, column=0, columnspan=3, sticky="ew", pady=4)
-        self.knob_state = ttk.Label(kp, text="not connected", width=16)
+        self.knob_state = ttk.Label(kp, text="not connected", width=28)
         self.knob_state.grid(row=0, column=0, sticky="w")
         self.follow_var = tk.BooleanVar(value=False)
         ttk.Checkbutton(kp, text="follow knobs", variable=self.follow_var, bootstyle="round-toggle").grid(
@@ -542,7 +542,9 @@ class Dashboard:
     def _show_links(self) -> None:
         if self.knobs is not None:
             state = self.knobs.state()
-            self.knob_state.configure(text=f"knobs: {state}", foreground=GREEN if state == "connected" else RED)
+            drops = self.knobs.link.drops
+            dropped = f" · {drops} drop{'s' if drops > 1 else ''}" if drops else ""
+            self.knob_state.configure(text=f"knobs: {state}{dropped}", foreground=GREEN if state == "connected" else RED)
             proposal = self.knob_proposal()
             if proposal is not None:
                 self.knob_density.configure(text=f"density knob {proposal[0]:.4g}")
@@ -556,7 +558,10 @@ class Dashboard:
             state = self.conveyor.state()
             belt = BELT_STATES.get(self.conveyor.belt_state, "unknown")
             held = f" · held stopped: {self.conveyor.holding}" if self.conveyor.holding else ""
-            self.belt_state.configure(text=f"belt {belt} · link {state}{held}",
+            drops = self.conveyor.link.drops
+            dropped = f" · {drops} drop{'s' if drops > 1 else ''}, {self.conveyor.pending()} verdicts waiting" \
+                if drops else ""
+            self.belt_state.configure(text=f"belt {belt} · link {state}{dropped}{held}",
                                       foreground=GREEN if self.conveyor.belt_state == "R" else RED)
 
     def _draw_bars(self) -> None:

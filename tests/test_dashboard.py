@@ -87,6 +87,7 @@ def test_dashboard_runs_50_parts_with_knobs_and_conveyor(station):
     lost_shot = screenshot(root, "dashboard_knobs_lost")
     knob_sim.plug()
     assert pump(root, lambda: "connected" in dash.knob_state.cget("text"), 3)
+    assert "1 drop" in dash.knob_state.cget("text")  # a drop stays counted after the link recovers
     for shot in (shot_run, shot_stop, lost_shot):
         assert shot.stat().st_size > 20_000
 
