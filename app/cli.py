@@ -100,26 +100,8 @@ def _image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
-def _json_number(x: float, digits: int | None = None) -> float | None:
-    """A score for JSON: null when it is not a finite number (bare NaN is not valid JSON)."""
-    if not math.isfinite(x):
-        return None
-    return round(x, digits) if digits is not None else x
-
-
-def _verdict_json(file_or_part: dict, anomaly: bool, density: float, error: float, thresholds, bundle) -> str:
-    """One JSON line per verdict; `score` is the single combined anomaly score (higher = worse) that the
-    build report's ROC uses."""
-    score = float(bundle.combined(np.array([density]), np.array([error]))[0])
-    return json.dumps({**file_or_part, "verdict": "anomaly" if anomaly else "ok", "score": _json_number(score, 4),
-                       "density": _json_number(density, 4), "reconstruction_error": _json_number(error),
-                       "density_threshold": thresholds.density, "reconstruction_threshold": thresholds.reconstruction,
-                       "rule": thresholds.rule, "model_id": bundle.info.model_id}, allow_nan=False)
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Headless inspection: one JSON line per image file, or per part (or frame) of a live source."""
-    from capture.imageio import read_image
     from model_builder.bundle import load_bundle
 
     if bool(args.images) == bool(args.source):
@@ -127,66 +109,63 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.images and (args.conveyor or args.log_dir):
         # Never accept an option and then not act on it: verdicts that silently reach no belt.
         raise GutcheckError("--conveyor and --log-dir work with --source (a live stream), not with image files; "
-                            "use --source folder:PATH --mode continuous for a folder of images")
+                            "use --source folder:PATH for a folder of images")
+    paths = _image_paths(args.images) if args.images else []
     bundle = load_bundle(Path(args.model))
-    if args.source:
-        return _inspect_source(args, bundle)
-    scorer = bundle.scorer
-    failures = 0
-    for path in _image_paths(args.images):
-        try:
-            image = read_image(path)
-        except GutcheckError as exc:
-            print(f"gutcheck: error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
-        s = scorer.score_images([image])
-        print(_verdict_json({"file": str(path)}, bool(s.anomaly[0]), float(s.density[0]), float(s.error[0]),
-                            bundle.thresholds, bundle), flush=True)
-    return 2 if failures else 0  # the README's promise: bad input is exit code 2
+    return _inspect(args, bundle, paths)
 
 
-def _inspect_source(args: argparse.Namespace, bundle) -> int:
+def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
+    """Image files or a live source through the inspection pipeline, JSON lines on stdout; exit 2 when
+    an image could not be read or verdicts did not reach the conveyor."""
     from app.inspection_log import InspectionLog
     from app.inspector import Inspector
     from app.links.conveyor_link import ConveyorLink
-    from capture.sources import open_source
+    from app.outputs import ConveyorOutput, JsonLinesOutput, LogOutput
+    from capture.sources import FilesSource, open_source
 
-    source = open_source(args.source)
-    conveyor = ConveyorLink(args.conveyor).start(require_open=True) if args.conveyor else None
-    log = InspectionLog(Path(args.log_dir)) if args.log_dir else None
-    inspector = Inspector(bundle, source, args.mode, conveyor, log).start()
+    unreadable: list[str] = []
+
+    def report_unreadable(path: Path, message: str) -> None:  # in order, between the verdicts
+        print(f"gutcheck: error: {message}", file=sys.stderr, flush=True)
+        unreadable.append(str(path))
+
+    json_out = JsonLinesOutput(sys.stdout)
+    outputs = [json_out]
+    if paths:
+        source = FilesSource(paths, "files", on_error=report_unreadable)
+    else:
+        source = open_source(args.source)
+    if args.source and args.conveyor:
+        outputs.append(ConveyorOutput(ConveyorLink(args.conveyor).start(require_open=True)))
+    log = InspectionLog(Path(args.log_dir)) if args.source and args.log_dir else None
+    if log is not None:
+        outputs.append(LogOutput(log))
+    inspector = Inspector(bundle, source, args.mode, outputs)
     try:
-        while not (inspector.finished.is_set() and inspector.verdicts.empty()):
-            try:
-                v = inspector.verdicts.get(timeout=0.2)
-            except Exception:
-                continue
-            extra = {"part": v.number, "frame": v.frame.index, "source": source.name}
-            if v.truth is not None:
-                extra["truth"] = v.truth
-            if conveyor is not None:  # a link that drops is in every line it affects, not only in a log
-                extra["conveyor_link"] = conveyor.state()
-            print(_verdict_json(extra, v.anomaly, v.density, v.error, v.thresholds, bundle), flush=True)
-        if not inspector.errors.empty():
-            raise GutcheckError(inspector.errors.get())
+        inspector.run()
     except KeyboardInterrupt:
         pass
     finally:
         inspector.stop()
-        undelivered, link_state = 0, ""
-        if conveyor is not None:
-            conveyor.wait_delivered(2.0)
-            undelivered, link_state = conveyor.pending(), conveyor.state()
-            print(f"gutcheck: conveyor: {conveyor.delivered} verdicts delivered, {undelivered} not delivered, "
-                  f"{conveyor.resends} resent, link dropped {conveyor.link.drops} times", file=sys.stderr)
-            conveyor.close()
+        inspector.close_outputs(5.0)
         if log is not None:
             log.close()
-    if undelivered:
-        raise GutcheckError(f"{undelivered} verdicts did not reach the conveyor (link {link_state}: "
-                            f"{conveyor.link.last_error or 'no acknowledgement'}); its watchdog has stopped the belt")
-    return 0
+    conveyor = next((o for o in outputs if isinstance(o, ConveyorOutput)), None)
+    for output in outputs[1:]:
+        print(f"gutcheck: {output.summary()}", file=sys.stderr)
+    if conveyor is not None:
+        link = conveyor.link
+        undelivered, link_state = link.pending(), link.state()
+        link.close()
+        if undelivered:
+            raise GutcheckError(f"{undelivered} verdicts did not reach the conveyor (link {link_state}: "
+                                f"{link.link.last_error or 'no acknowledgement'}); its watchdog has stopped the belt")
+    if not inspector.errors.empty():
+        raise GutcheckError(inspector.errors.get())
+    if json_out.dropped:
+        raise GutcheckError(f"{json_out.dropped} verdicts could not be printed: stdout was too slow to take them")
+    return 2 if unreadable else 0  # the README's promise: bad input is exit code 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -264,10 +243,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         print(f"moved {handle[1]} to {handle[0]} (undo: gutcheck dataset restore {args.part} "
               f"--split {args.split} --label {args.label})")
         return 0
-    trashed = sorted((root / ".trash").glob(f"*/{args.label}"))
-    if not trashed:
-        raise GutcheckError(f"nothing of {args.split}/{args.label} in {root / '.trash'}")
-    print(f"restored {writer.undo_trash((trashed[-1], writer.folder))} from {trashed[-1]}")
+    print(f"restored {writer.restore_latest()}")
     return 0
 
 

@@ -20,7 +20,9 @@ import ttkbootstrap as ttk
 from PIL import Image, ImageTk
 
 from app.inspection_log import InspectionLog
-from app.inspector import Inspector, Verdict
+from app.inspector import Inspector
+from app.outputs import ConveyorOutput, LogOutput
+from app.verdict import Verdict
 from app.links.protocol import BELT_STATES
 from app.heatmap import heat, heat_scale, overlay
 from app.settings import Settings, load_settings, save_settings
@@ -292,14 +294,22 @@ class Dashboard:
         except GutcheckError as exc:
             self.message(f"cannot open the source: {exc}", error=True)
             return False
-        if self.inspector is not None:
-            self.inspector.stop()
+        self._retire_inspector()
         self.source_spec = spec
-        self.inspector = Inspector(self.bundle, source, self.mode, self.conveyor, self.log)
+        outputs = [LogOutput(self.log)] + ([ConveyorOutput(self.conveyor)] if self.conveyor is not None else [])
+        self.inspector = Inspector(self.bundle, source, self.mode, outputs)
         self.apply_spinboxes()  # the thresholds on screen are the ones in force
         self.inspector.start()
         self.message(f"inspecting {source.name}")
         return True
+
+    def _retire_inspector(self) -> None:
+        """Stop the running inspection; its outputs finish in a worker thread (the Tk thread never
+        waits on a disk or a port)."""
+        old, self.inspector = self.inspector, None
+        if old is not None:
+            old.stop()
+            threading.Thread(target=old.close_outputs, daemon=True, name="outputs-close").start()
 
     def _ask_model(self) -> None:
         path = filedialog.askdirectory(title="Model bundle folder")
@@ -394,9 +404,7 @@ class Dashboard:
         hw = self.hardware
         if hw is None or hw["running"]:
             return
-        if self.inspector is not None:
-            self.inspector.stop()
-            self.inspector = None
+        self._retire_inspector()
         urls = {"knobs": self.knobs.link.url if self.knobs is not None else "",
                 "conveyor": self.conveyor.link.url if self.conveyor is not None else ""}
         for link in (self.knobs, self.conveyor):
@@ -503,14 +511,16 @@ class Dashboard:
         self.root.after(POLL_MS, self.poll)
 
     def _overlay(self, image: np.ndarray) -> np.ndarray:
-        """The live frame with the framing box the model sees (ROI / centring crop)."""
+        """The live frame with the box the model saw: the last verdict's framing (ROI / centring crop),
+        computed by the pipeline, not here."""
         out = image.copy()
-        if self.bundle is not None and not self.bundle.preprocessing.framing.is_identity:
-            x, y, w, h = self.bundle.preprocessing.framing.box(image)
+        v = self.last_verdict
+        if v is not None and v.frame.image.shape == image.shape:
+            x, y, w, h = v.box
         else:
             h, w = image.shape[:2]
             x = y = 0
-        colour = (43, 42, 201) if self.last_verdict is not None and self.last_verdict.anomaly else (62, 138, 43)
+        colour = (43, 42, 201) if v is not None and v.anomaly else (62, 138, 43)
         cv2.rectangle(out, (x + 1, y + 1), (x + w - 2, y + h - 2), colour, 2)
         return out
 
@@ -521,7 +531,7 @@ class Dashboard:
         self._calibration_add(v)
         thumb = photo(v.inputs, 32, rgb=True)
         self._history_photos.append(thumb)
-        self.history.insert("", 0, text=f" {v.number}", image=thumb,
+        self.history.insert("", 0, text=f" {v.part}", image=thumb,
                             values=("ANOMALY" if v.anomaly else "OK", f"{v.density:.2f}", f"{v.error:.5f}"),
                             tags=("bad",) if v.anomaly else ())
         self.history.tag_configure("bad", foreground=RED)
@@ -612,6 +622,7 @@ class Dashboard:
     def close(self) -> None:
         if self.inspector is not None:
             self.inspector.stop()
+            self.inspector.close_outputs(2.0)  # the log's last verdicts are written before it closes
         for link in (self.knobs, self.conveyor):
             if link is not None:
                 link.close()

@@ -9,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from capture.synthetic import GOOD, conveyor_stream, write_dataset
-from capture.trigger import PartTrigger
+from app.verdict import Verdict
+from capture.synthetic import GOOD, write_dataset
 from model_builder.bundle import Bundle, load_bundle
 from model_builder.calibrate import OperatingPoint, auroc
 from model_builder.scoring import combined_score
@@ -19,35 +19,25 @@ DEMO_PART = "demo_part"
 DEMO_MODEL = "demo"
 
 
-@dataclass
-class PartVerdict:
-    """One inspected part of the demo stream, with the truth the simulator knows."""
-
-    part_number: int
-    anomaly: bool
-    density: float
-    error: float
-    truth: str
-
-    def line(self) -> str:
-        verdict = "ANOMALY" if self.anomaly else "OK"
-        return (f"part {self.part_number:3d}  {verdict:<7}  density {self.density:10.2f}  "
-                f"reconstruction error {self.error:.5f}  truth {self.truth}")
+def verdict_line(v: Verdict) -> str:
+    """The demo's printout of one part."""
+    return (f"part {v.part:3d}  {'ANOMALY' if v.anomaly else 'OK':<7}  density {v.density:10.2f}  "
+            f"reconstruction error {v.error:.5f}  truth {v.truth or GOOD}")
 
 
 @dataclass
 class DemoSummary:
-    verdicts: list[PartVerdict] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
     parts_in_stream: int = 0
     frames: int = 0
     seconds: float = 0.0
 
     def operating_point(self) -> OperatingPoint:
-        truth = np.array([v.truth != GOOD for v in self.verdicts])
+        truth = np.array([(v.truth or GOOD) != GOOD for v in self.verdicts])
         return OperatingPoint.from_predictions(truth, np.array([v.anomaly for v in self.verdicts]))
 
     def auroc(self, bundle: Bundle) -> float:
-        truth = np.array([v.truth != GOOD for v in self.verdicts])
+        truth = np.array([(v.truth or GOOD) != GOOD for v in self.verdicts])
         density = np.array([v.density for v in self.verdicts])
         error = np.array([v.error for v in self.verdicts])
         return auroc(truth, combined_score(density, error, bundle.good_statistics, bundle.combination))
@@ -87,22 +77,26 @@ def ensure_dataset(folder: Path, seed: int, log: Callable[[str], None]) -> Path:
 
 
 def inspect_stream(bundle: Bundle, seed: int, n_parts: int, defect_rate: float,
-                   on_verdict: Callable[[PartVerdict], None]) -> DemoSummary:
-    """Run the synthetic conveyor past the part trigger and score each settled part."""
-    scorer = bundle.scorer
-    trigger = PartTrigger()
+                   on_verdict: Callable[[Verdict], None]) -> DemoSummary:
+    """Run the synthetic conveyor through the inspection pipeline (part trigger, scoring, verdict)."""
+    from app.inspector import Inspector
+    from app.outputs import CallbackOutput
+    from capture.sources import SyntheticSource
+
     summary = DemoSummary(parts_in_stream=n_parts)
-    start = time.monotonic()
-    for frame in conveyor_stream(seed=seed, n_parts=n_parts, defect_rate=defect_rate):
-        summary.frames += 1
-        if not trigger.update(frame.image) or frame.part_number is None:
-            continue
-        s = scorer.score_images([frame.image])
-        v = PartVerdict(frame.part_number, bool(s.anomaly[0]), float(s.density[0]), float(s.error[0]),
-                        frame.truth or GOOD)
+
+    def keep(v: Verdict) -> None:
         summary.verdicts.append(v)
         on_verdict(v)
+
+    source = SyntheticSource(seed=seed, parts=n_parts, defects=defect_rate)
+    inspector = Inspector(bundle, source, "part", [CallbackOutput(keep)])
+    start = time.monotonic()
+    inspector.run()
+    summary.frames = source.frames
     summary.seconds = time.monotonic() - start
+    if not inspector.errors.empty():
+        raise RuntimeError(inspector.errors.get())
     return summary
 
 
@@ -122,7 +116,7 @@ def run_demo(datasets: Path, models: Path, rebuild: bool = False, n_parts: int =
         log(f"built in {result.seconds:.0f} s ({len(result.history.get('loss', []))} epochs)")
         bundle = result.bundle
     log(f"inspecting a conveyor stream of {n_parts} new parts ...")
-    summary = inspect_stream(bundle, seed + 1000, n_parts, defect_rate, lambda v: log(v.line()))
+    summary = inspect_stream(bundle, seed + 1000, n_parts, defect_rate, lambda v: log(verdict_line(v)))
     for line in summary.lines(bundle):
         log(line)
     return bundle, summary

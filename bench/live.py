@@ -97,12 +97,10 @@ def frames(n: int, size: int = 256) -> list:
 
 def time_gutcheck(bundle, stream) -> np.ndarray:
     from app.inspector import Inspector
+    from capture.sources import Source
 
-    class NoSource:
+    class NoSource(Source):  # frames are handed to inspect() one by one
         name = "bench"
-
-        def close(self):
-            pass
 
     insp = Inspector(bundle, NoSource(), mode="continuous")
     for f in stream[:10]:

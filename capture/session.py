@@ -98,12 +98,25 @@ class DatasetWriter:
         return path
 
     def trash_images(self) -> tuple[Path, Path] | None:
-        """Move this split/label folder to <part>/.trash/<timestamp>/; returns (trashed, original) for undo."""
+        """Move this split/label folder to <part>/.trash/<timestamp>/<split>/<label>; returns
+        (trashed, original) for undo."""
         if not self.folder.is_dir():
             return None
         original = self.folder
-        trashed = move_to_trash(original, self.root / ".trash")
+        trashed = move_to_trash(original, self.root / ".trash", Path(self.split) / self.label)
         return trashed, original
+
+    def restore_latest(self) -> Path:
+        """Put back the newest trashed copy of this split/label folder, and only of this split: test
+        images never come back as training images."""
+        trash = self.root / ".trash"
+        trashed = sorted(trash.glob(f"*/{self.split}/{self.label}"), key=lambda p: p.parent.parent.name)
+        if not trashed:
+            unsplit = sorted(p for p in trash.glob(f"*/{self.label}") if p.is_dir())
+            hint = (f"; {unsplit[-1]} was trashed before Gutcheck kept the split (train or test?): move it back "
+                    "by hand") if unsplit else ""
+            raise GutcheckError(f"nothing of {self.split}/{self.label} in {trash}{hint}")
+        return self.undo_trash((trashed[-1], self.folder))
 
     @staticmethod
     def undo_trash(handle: tuple[Path, Path]) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -44,6 +44,7 @@ class Source:
 
     name = "source"
     finite = False
+    stills = False  # every frame is a part of its own (image files): no part trigger
 
     def __init__(self) -> None:
         self.frames = 0
@@ -151,17 +152,19 @@ class CaptureSource(Source):
             self.cap = None
 
 
-class FolderSource(Source):
-    """A sorted image sequence; unreadable files are counted and skipped."""
+class FilesSource(Source):
+    """Image files in the order given, each a part of its own. An unreadable file is counted and
+    reported to `on_error(path, message)` (default: skipped silently), then skipped."""
 
     finite = True
+    stills = True
 
-    def __init__(self, folder: Path):
+    def __init__(self, paths: list[Path], name: str = "files",
+                 on_error: Callable[[Path, str], None] | None = None):
         super().__init__()
-        self.name = f"folder:{folder}"
-        self.paths = list_images(Path(folder))
-        if not self.paths:
-            raise GutcheckError(f"{folder}: no images in this folder")
+        self.name = name
+        self.paths = list(paths)
+        self.on_error = on_error
         self._i = 0
 
     def _grab(self) -> tuple[np.ndarray, dict] | None:
@@ -170,9 +173,22 @@ class FolderSource(Source):
             self._i += 1
             try:
                 return read_image(path), {"file": str(path)}
-            except GutcheckError:
+            except GutcheckError as exc:
                 self.failed_reads += 1
+                if self.on_error is not None:
+                    self.on_error(path, str(exc))
         return None
+
+
+class FolderSource(FilesSource):
+    """A folder's images in sorted order, each a part of its own (still images never trip the part
+    trigger, which waits for a part to move in and settle)."""
+
+    def __init__(self, folder: Path, on_error: Callable[[Path, str], None] | None = None):
+        paths = list_images(Path(folder))
+        if not paths:
+            raise GutcheckError(f"{folder}: no images in this folder")
+        super().__init__(paths, f"folder:{folder}", on_error)
 
 
 class SyntheticSource(Source):

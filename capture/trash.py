@@ -9,22 +9,24 @@ from pathlib import Path
 TRASH_DIR = ".trash"
 
 
-def move_to_trash(path: Path, trash_root: Path | None = None) -> Path:
-    """Move `path` (file or folder) to `<trash_root>/<timestamp>/<name>` and return the new place.
+def move_to_trash(path: Path, trash_root: Path | None = None, relative: Path | None = None) -> Path:
+    """Move `path` (file or folder) to `<trash_root>/<timestamp>/<relative>` and return the new place.
 
     `trash_root` defaults to a `.trash` folder beside `path`; it is on the same file system,
-    so the move is a rename and cannot leave half a copy behind.
+    so the move is a rename and cannot leave half a copy behind. `relative` (default: the name)
+    keeps where it came from when the name alone does not say (a dataset's `train/good`).
     """
     path = Path(path)
     root = Path(trash_root) if trash_root else path.parent / TRASH_DIR
+    relative = Path(relative) if relative else Path(path.name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target_dir = root / stamp
     n = 1
-    while (target_dir / path.name).exists():
+    while (target_dir / relative).exists():
         n += 1
         target_dir = root / f"{stamp}-{n}"
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / path.name
+    target = target_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
     return target
 

@@ -39,7 +39,20 @@ class Preprocessing:
 
     def apply(self, bgr: np.ndarray) -> np.ndarray:
         """One 8-bit BGR image -> (size, size, channels) float32 in 0..1."""
-        bgr = self.framing.apply(bgr)
+        return self.apply_framed(bgr)[0]
+
+    def apply_framed(self, bgr: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """`apply`, and the (x, y, w, h) box the framing cut from the image (the whole image without one)."""
+        framing = self.framing
+        if framing.is_identity:
+            box = (0, 0, bgr.shape[1], bgr.shape[0])
+        else:
+            box = framing.box(bgr)
+            x, y, w, h = box
+            bgr = bgr[y:y + h, x:x + w]
+        return self._resize_and_convert(bgr), box
+
+    def _resize_and_convert(self, bgr: np.ndarray) -> np.ndarray:
         interp = cv2.INTER_AREA if bgr.shape[0] > self.size else cv2.INTER_LINEAR
         img = cv2.resize(bgr, (self.size, self.size), interpolation=interp)
         if self.color == "rgb":

@@ -117,3 +117,40 @@ def test_a_conveyor_link_that_drops_during_inspection_is_in_the_output(tiny_bund
     else:
         assert_one_line_error(proc, "did not reach the conveyor", "watchdog has stopped the belt")
         assert proc.returncode == 2
+
+
+def test_dataset_summary_trash_and_restore_keep_each_split_apart(tmp_path):
+    """Issue 15: with train/good and test/good both trashed, `restore --split train` put test images
+    into train/good (test images leaking into training). Each split comes back to itself only."""
+    data = tmp_path / "datasets"
+    write_dataset(data / "part", n_train=6, n_test_good=3, n_test_defect=2, size=32)
+    train = sorted(p.name for p in (data / "part" / "train" / "good").iterdir())
+    test = sorted(p.name for p in (data / "part" / "test" / "good").iterdir())
+    proc = gutcheck("dataset", "summary", "part", "--datasets", data)
+    assert proc.returncode == 0 and "train" in proc.stdout and "test" in proc.stdout, proc.stderr
+    for split in ("train", "test"):  # trash train first, then test: test is the newest in the trash
+        proc = gutcheck("dataset", "trash", "part", "--split", split, "--label", "good", "--datasets", data)
+        assert proc.returncode == 0, proc.stderr
+        assert not (data / "part" / split / "good").exists()
+    proc = gutcheck("dataset", "restore", "part", "--split", "train", "--label", "good", "--datasets", data)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (data / "part" / "train" / "good").iterdir()) == train
+    assert not (data / "part" / "test" / "good").exists()
+    proc = gutcheck("dataset", "restore", "part", "--split", "test", "--label", "good", "--datasets", data)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (data / "part" / "test" / "good").iterdir()) == test
+    assert_one_line_error(gutcheck("dataset", "restore", "part", "--split", "test", "--label", "good",
+                                   "--datasets", data), "nothing of test/good")
+
+
+def test_a_folder_source_of_still_images_scores_every_image(tiny_bundle, small_dataset):
+    """Issue 15: `--source folder:STILLS` printed nothing (the part trigger waits for motion that
+    still images never have); each image is now a part, as when the folder is given as files."""
+    folder = small_dataset / "test" / "good"
+    n = len(list(folder.iterdir()))
+    proc = gutcheck("inspect", "--model", tiny_bundle, "--source", f"folder:{folder}")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == n and {line["file"] for line in lines} == {str(p) for p in folder.iterdir()}
+    as_files = [json.loads(line) for line in gutcheck("inspect", "--model", tiny_bundle, folder).stdout.splitlines()]
+    assert [line["score"] for line in as_files] == [line["score"] for line in lines]  # one pipeline, one answer
