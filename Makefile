@@ -21,9 +21,10 @@ bench: $(STAMP)
 
 venv: $(STAMP)
 
-# Debian packages: the AVR toolchain, Debian's Arduino core and simavr for the firmware tests.
+# Debian packages for the tests: the AVR toolchain, Debian's Arduino core and simavr for the firmware,
+# Xvfb for the windows, mosquitto (and openssl for its test certificates) for publishing verdicts.
 FIRMWARE_PKGS := g++ make pkg-config gcc-avr avr-libc arduino-core-avr arduino-mk simavr libsimavr-dev \
-                 libsimavrparts1 libelf-dev xvfb
+                 libsimavrparts1 libelf-dev xvfb mosquitto openssl
 
 # System packages: Python 3.11 with venv and Tk; the firmware toolchain; Xvfb for the window tests.
 system-deps:
@@ -32,9 +33,10 @@ system-deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3 python3-venv python3-tk >/dev/null; \
 	fi
 	@if ! { command -v avr-gcc && command -v g++ && test -f /usr/share/arduino/Arduino.mk && \
-	        pkg-config --exists simavr simavrparts && test -f /usr/include/libelf.h && command -v Xvfb; } \
+	        pkg-config --exists simavr simavrparts && test -f /usr/include/libelf.h && command -v Xvfb && \
+	        { command -v mosquitto || test -x /usr/sbin/mosquitto; } && command -v mosquitto_passwd && command -v openssl; } \
 	        >/dev/null 2>&1; then \
-	  echo "installing the firmware toolchain and Xvfb with apt-get: $(FIRMWARE_PKGS)"; \
+	  echo "installing the firmware toolchain, Xvfb and mosquitto with apt-get: $(FIRMWARE_PKGS)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(FIRMWARE_PKGS) >/dev/null; \
 	fi
 

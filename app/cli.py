@@ -122,6 +122,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     from app.inspector import Inspector
     from app.links.conveyor_link import ConveyorLink
     from app.outputs import ConveyorOutput, JsonLinesOutput, LogOutput
+    from app.publish import open_publishers
     from capture.sources import FilesSource, open_source
 
     unreadable: list[str] = []
@@ -141,6 +142,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     log = InspectionLog(Path(args.log_dir)) if args.source and args.log_dir else None
     if log is not None:
         outputs.append(LogOutput(log))
+    outputs += open_publishers(args.publish, args.station, Path(args.settings) if args.settings else None)
     inspector = Inspector(bundle, source, args.mode, outputs)
     try:
         inspector.run()
@@ -265,7 +267,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise GutcheckError("no display: the dashboard needs a screen (use 'gutcheck inspect' headless)")
     return run_dashboard(model=args.model, source=args.source, knobs=args.knobs, conveyor=args.conveyor,
-                         mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir))
+                         mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir),
+                         publish=args.publish or [], station=args.station)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -388,6 +391,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--mode", choices=["part", "continuous"], default="part")
     i.add_argument("--conveyor", help="send each verdict to the conveyor on this serial port")
     i.add_argument("--log-dir", help="keep an inspection log (SQLite + anomaly images) in this folder")
+    i.add_argument("--publish", action="append", metavar="URL", help="publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., http(s)://URL or folder:PATH (repeatable; docs/outputs.md); secrets from GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD / GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
+    i.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
+    i.add_argument("--settings", help="settings file with publish URLs, station name and secrets (TOML)")
     i.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("dashboard", help="the live inspection dashboard",
@@ -401,6 +407,8 @@ def parser() -> argparse.ArgumentParser:
                    help="part: one verdict per part passing (default); continuous: every frame, as the prototype")
     d.add_argument("--settings", default="gutcheck-settings.toml", help="settings file (TOML)")
     d.add_argument("--log-dir", default="inspections", help="inspection log folder (SQLite + images)")
+    d.add_argument("--publish", action="append", metavar="URL", help="publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., http(s)://URL or folder:PATH (repeatable; docs/outputs.md); secrets from GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD / GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
+    d.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     d.set_defaults(func=cmd_dashboard)
 
     m = sub.add_parser("demo", help="the whole chain on synthetic parts",

@@ -59,8 +59,10 @@ class Dashboard:
     that failed to load, no knob box, no conveyor: each shows its state instead of crashing."""
 
     def __init__(self, root: tk.Tk, settings_path: Path, log_folder: Path, bundle: Bundle | None = None,
-                 source_spec: str | None = None, knob_link=None, conveyor_link=None, mode: str = "part"):
+                 source_spec: str | None = None, knob_link=None, conveyor_link=None, mode: str = "part",
+                 publishers: list | None = None):
         self.root = root
+        self.publishers = list(publishers or [])  # outlive each inspection run; closed with the window
         self.settings_path = Path(settings_path)
         self.log = InspectionLog(log_folder)
         self.knobs, self.conveyor = knob_link, conveyor_link
@@ -187,6 +189,10 @@ class Dashboard:
             self.history.column(col, width=width, anchor="w")
         ttk.Style().configure("Treeview", rowheight=34)
         self.history.grid(row=7, column=0, columnspan=3, sticky="ew")
+        op = ttk.Labelframe(right, text="Outputs", padding=6)
+        op.grid(row=8, column=0, columnspan=3, sticky="ew", pady=4)
+        self.outputs_state = ttk.Label(op, text="no inspection running", justify="left", font=("TkDefaultFont", 9))
+        self.outputs_state.grid(row=0, column=0, sticky="w")
         self.status = ttk.Label(r, text="", padding=6)
         self.status.grid(row=1, column=0, columnspan=2, sticky="ew")
 
@@ -261,7 +267,8 @@ class Dashboard:
 
     def resume_belt(self) -> None:
         if self.conveyor is None or not self.conveyor.resume():
-            self.message("conveyor not connected: cannot resume the belt", error=True)
+            why = self.conveyor.holding if self.conveyor is not None and self.conveyor.holding else "not connected"
+            self.message(f"cannot resume the belt: {why}", error=True)
 
     def stop_belt(self) -> None:
         if self.conveyor is None or not self.conveyor.stop_belt():
@@ -296,7 +303,8 @@ class Dashboard:
             return False
         self._retire_inspector()
         self.source_spec = spec
-        outputs = [LogOutput(self.log)] + ([ConveyorOutput(self.conveyor)] if self.conveyor is not None else [])
+        outputs = [LogOutput(self.log), *([ConveyorOutput(self.conveyor)] if self.conveyor is not None else []),
+                   *self.publishers]
         self.inspector = Inspector(self.bundle, source, self.mode, outputs)
         self.apply_spinboxes()  # the thresholds on screen are the ones in force
         self.inspector.start()
@@ -309,7 +317,13 @@ class Dashboard:
         old, self.inspector = self.inspector, None
         if old is not None:
             old.stop()
-            threading.Thread(target=old.close_outputs, daemon=True, name="outputs-close").start()
+            own = [o for o in old.outputs if o not in self.publishers]  # the publishers serve the next run too
+
+            def close() -> None:
+                for output in own:
+                    output.close(2.0)
+
+            threading.Thread(target=close, daemon=True, name="outputs-close").start()
 
     def _ask_model(self) -> None:
         path = filedialog.askdirectory(title="Model bundle folder")
@@ -499,6 +513,7 @@ class Dashboard:
             except queue.Empty:
                 pass
         self._show_links()
+        self._show_outputs()
         if self._plots_stale:
             self._draw_bars()
             self._draw_chart()
@@ -574,6 +589,16 @@ class Dashboard:
             self.belt_state.configure(text=f"belt {belt} · link {state}{dropped}{held}",
                                       foreground=GREEN if self.conveyor.belt_state == "R" else RED)
 
+    def _show_outputs(self) -> None:
+        """Each output's state and counts: what reached the log, the belt and the line, and what not."""
+        outputs = self.inspector.outputs if self.inspector is not None else self.publishers
+        lines = [f"{o.name}: {o.state()} · {o.sent} sent" + (f", {o.dropped} dropped" if o.dropped else "")
+                 + (f", {o.failed} failed" if o.failed else "") for o in outputs if o.name != "view"]
+        text = "\n".join(lines) or "no inspection running"
+        if text != self.outputs_state.cget("text"):
+            self.outputs_state.configure(text=text, foreground=RED if any(
+                o.failed or o.dropped for o in outputs if o.name != "view") else "")
+
     def _draw_bars(self) -> None:
         c = self.bars
         c.delete("all")
@@ -623,6 +648,9 @@ class Dashboard:
         if self.inspector is not None:
             self.inspector.stop()
             self.inspector.close_outputs(2.0)  # the log's last verdicts are written before it closes
+        else:
+            for publisher in self.publishers:
+                publisher.close(2.0)
         for link in (self.knobs, self.conveyor):
             if link is not None:
                 link.close()

@@ -13,7 +13,8 @@ from model_builder.bundle import load_bundle
 
 
 def run_dashboard(model: str | None, source: str | None, knobs: str | None, conveyor: str | None, mode: str,
-                  settings: Path, log_dir: Path, simulate_devices: bool = False) -> int:
+                  settings: Path, log_dir: Path, simulate_devices: bool = False, publish: list[str] | None = None,
+                  station: str = "") -> int:
     """Open the window; with `simulate_devices` a simulated knob box and conveyor are started on ptys."""
     from app.links.conveyor_link import ConveyorLink
     from app.links.knob_link import KnobLink
@@ -34,6 +35,15 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
         if knob_link is not None:
             knob_link.close()
         raise
+    from app.publish import open_publishers
+
+    try:  # publishers named on the command line or in the settings must connect now, like the links
+        publishers = open_publishers(publish, station, settings if Path(settings).exists() else None)
+    except GutcheckError:
+        for link in (knob_link, conveyor_link):
+            if link is not None:
+                link.close()
+        raise
     root = ttk.Window(themename="flatly")
     bundle, problem = None, None
     if model:
@@ -48,7 +58,7 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
         while conveyor_link.link.port is None and time.monotonic() < deadline:
             time.sleep(0.02)
         conveyor_link.resume()
-    dash = Dashboard(root, settings, log_dir, bundle, source, knob_link, conveyor_link, mode)
+    dash = Dashboard(root, settings, log_dir, bundle, source, knob_link, conveyor_link, mode, publishers)
     if problem:
         dash.message(problem, error=True)
     try:

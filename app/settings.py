@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
@@ -27,6 +27,11 @@ class Settings:
     density_threshold: float = 0.0
     reconstruction_threshold: float = 0.0
     rule: str = ""
+    station: str = ""  # the name verdicts are published under (default: the host's name)
+    publish: list[str] = field(default_factory=list)  # publisher URLs (app/publish.py)
+    mqtt_username: str = ""  # secrets: here or in the environment, never on the command line
+    mqtt_password: str = ""
+    webhook_token: str = ""
 
 
 def load_settings(path: Path) -> Settings:
@@ -41,6 +46,11 @@ def load_settings(path: Path) -> Settings:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise GutcheckError(f"{path}: unknown settings {', '.join(unknown)}")
+    for name, value in data.items():  # the thresholds are checked below, as finite numbers
+        if name == "publish" and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise GutcheckError(f"{path}: publish must be a list of URLs")
+        if isinstance(getattr(Settings(), name), str) and not isinstance(value, str):
+            raise GutcheckError(f"{path}: {name} must be text in quotes")
     try:
         s = Settings(**data)
         s.density_threshold = finite_number(s.density_threshold, "density_threshold")

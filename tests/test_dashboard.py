@@ -215,3 +215,35 @@ def test_dashboard_command_without_display_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "gutcheck: error: no display: the dashboard needs a screen (use 'gutcheck " \
                                   "inspect' headless)"
+
+
+def test_outputs_panel_shows_each_output_and_a_broker_that_goes_away(xvfb_display, tiny_bundle, tmp_path):
+    import ttkbootstrap as ttk
+
+    from app.dashboard import Dashboard
+    from app.publish import FolderOutput, MqttOutput, Secrets
+    from tests.test_publish import Broker
+
+    broker = Broker(tmp_path)
+    publishers = [MqttOutput(f"mqtt://127.0.0.1:{broker.port}/plant", "st1", Secrets()),
+                  FolderOutput(tmp_path / "audit")]
+    root = ttk.Window(themename="flatly")
+    root.geometry("1200x980")
+    dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log", load_bundle(tiny_bundle),
+                     "synthetic:seed=9,parts=30,defects=0.3,fps=25", None, None, "part", publishers)
+    try:
+        assert pump(root, lambda: sum(dash.counts.values()) >= 5, 60)
+        text = dash.outputs_state.cget("text")
+        assert f"mqtt 127.0.0.1:{broker.port}/plant: connected" in text and "log: ok" in text, text
+        broker.kill()
+        assert pump(root, lambda: "offline" in dash.outputs_state.cget("text")
+                    and "failed" in dash.outputs_state.cget("text"), 30), dash.outputs_state.cget("text")
+        screenshot(root, "dashboard_outputs_broker_down")
+        assert str(dash.outputs_state.cget("foreground")) == "#c92a2a"  # red: something did not get through
+    finally:
+        dash.close()
+        broker.kill() if broker.proc.poll() is None else None
+        del dash, root
+        import gc
+
+        gc.collect()

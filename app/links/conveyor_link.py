@@ -85,6 +85,10 @@ class ConveyorLink:
             return len(self._queue)
 
     def resume(self) -> bool:
+        """Ask the belt to run; refused (False) while the conveyor speaks an older protocol: it would
+        run without heartbeats until its watchdog stopped it."""
+        if self.conveyor_version is not None and self.conveyor_version < protocol.VERSION:
+            return False
         return self._command(protocol.RESUME)
 
     def stop_belt(self) -> bool:

@@ -1,0 +1,351 @@
+"""Publishing verdicts to the line against real servers: Debian's mosquitto (plain, and with TLS and a
+password file, with a CA and certificates made here by openssl), a local HTTP(S) server, a folder."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.inspector import Inspector
+from app.publish import FolderOutput, MqttOutput, Secrets, WebhookOutput, open_publishers
+from capture.errors import GutcheckError
+from capture.sources import SyntheticSource
+from model_builder.bundle import load_bundle
+from tests.test_links import wait_for
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # sbin: not on every user's PATH
+PASSWORD = "s3cret-Pa55"  # the test's broker password: must never show in any output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for localhost signed by it, and a second CA nobody trusts."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=gutcheck test CA")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.crt", "-days", "2",
+        "-subj", "/CN=some other CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.crt", "-days", "2", "-extfile", "san.ext")
+    return {name: folder / f"{name}.crt" for name in ("ca", "other", "server")} | {"key": folder / "server.key"}
+
+
+class Broker:
+    """mosquitto on a free loopback port, started and stopped (by PID) by the test."""
+
+    def __init__(self, folder: Path, tls: dict[str, Path] | None = None, users: dict[str, str] | None = None):
+        self.folder, self.port = folder, free_port()
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "user root"]
+        if users:
+            passwd = folder / "passwd"
+            for i, (user, password) in enumerate(users.items()):
+                subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user, password],
+                               check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines.append("allow_anonymous true")
+        if tls:
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['server']}", f"keyfile {tls['key']}"]
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: self._listening(), 5)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+class Subscriber:
+    """A paho client that records every message under `prefix/#`, resubscribing after reconnects."""
+
+    def __init__(self, port: int, prefix: str, **tls):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}")
+        if tls:
+            self.client.tls_set(**tls)
+            self.client.username_pw_set("reader", PASSWORD)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/#", qos=1)
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, m.retain))
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("localhost" if tls else "127.0.0.1", port)
+        self.client.loop_start()
+
+    def verdicts(self) -> list[dict]:
+        return [json.loads(p) for t, p, _ in self.messages if t.endswith("/verdict")]
+
+    def statuses(self) -> list[str]:
+        return [p.decode() for t, p, _ in self.messages if t.endswith("/status")]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def mosquitto_available():
+    if not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto is missing: `make test` installs it (Debian package mosquitto)")
+
+
+def inspect(bundle, outputs, parts: int, on_verdict=None) -> Inspector:
+    from app.outputs import CallbackOutput
+
+    extra = [CallbackOutput(on_verdict)] if on_verdict else []
+    inspector = Inspector(bundle, SyntheticSource(seed=11, parts=parts, defects=0.3), "part", [*outputs, *extra])
+    inspector.run()
+    return inspector
+
+
+def test_mqtt_every_verdict_of_a_200_part_run_arrives_once_in_order(mosquitto_available, tiny_bundle, tmp_path):
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port, "plant")
+    try:
+        wait_for(lambda: sub.client.is_connected(), 5)
+        out = MqttOutput(f"mqtt://127.0.0.1:{broker.port}/plant", "line1-st2", Secrets())
+        inspector = inspect(load_bundle(tiny_bundle), [out], 200)
+        out.close()
+        wait_for(lambda: len(sub.verdicts()) >= inspector.inspected, 10)
+        time.sleep(0.3)
+        got = sub.verdicts()
+        parts = [v["part"] for v in got]
+        print(f"\nMQTT: {inspector.inspected} verdicts, {out.sent} sent, {len(got)} received, "
+              f"{len(parts) - len(set(parts))} duplicates, {out.failed + out.dropped} lost")
+        assert inspector.inspected >= 190 and out.sent == inspector.inspected and out.failed == out.dropped == 0
+        assert parts == sorted(parts) and len(parts) == len(set(parts)) == inspector.inspected
+        assert all(v["station"] == "line1-st2" and v["format"] == "gutcheck-verdict/1" for v in got)
+        assert sub.statuses()[0] == "online" and sub.statuses()[-1] == "offline"  # closed cleanly
+    finally:
+        sub.close()
+        broker.kill()
+
+
+def test_mqtt_broker_killed_and_restarted_mid_run(mosquitto_available, tiny_bundle, tmp_path):
+    """Inspection never stalls; the station reconnects and says `online` again; what could not be sent
+    is counted, and nothing arrives that was not published."""
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port, "plant")
+    bundle = load_bundle(tiny_bundle)
+    try:
+        wait_for(lambda: sub.client.is_connected(), 5)
+        quiet = time.perf_counter()
+        inspect(bundle, [], 120)
+        quiet = time.perf_counter() - quiet
+        out = MqttOutput(f"mqtt://127.0.0.1:{broker.port}/plant", "st", Secrets())
+        restarted = threading.Event()
+
+        def on_verdict(v):
+            if v.part == 30:
+                broker.kill()
+                threading.Timer(1.5, lambda: (broker.start(), restarted.set())).start()
+
+        start = time.perf_counter()
+        inspector = inspect(bundle, [out], 120, on_verdict)
+        took = time.perf_counter() - start
+        assert restarted.wait(5)
+        wait_for(lambda: out.connected.is_set(), 20)
+        out.close()
+        time.sleep(0.5)
+        got = sub.verdicts()
+        parts = [v["part"] for v in got]
+        n = inspector.inspected
+        print(f"\nbroker restart: {n} verdicts in {took:.1f} s (alone {quiet:.1f} s): {out.sent} sent, "
+              f"{out.failed} failed, {out.dropped} dropped; {len(got)} received after the restart's subscriber "
+              f"reconnect, {len(parts) - len(set(parts))} duplicates; connects {out.connects}; "
+              f"status messages {sub.statuses()}")
+        assert took < quiet * 1.5 + 2.0  # never stalled on the dead broker
+        assert out.sent + out.failed + out.dropped == n and out.failed > 0
+        assert out.connects >= 2 and "online" in sub.statuses()
+        assert set(parts) <= set(range(1, n + 1))
+    finally:
+        sub.close()
+        broker.kill()
+
+
+def test_station_killed_leaves_offline_on_the_status_topic(mosquitto_available, tiny_bundle, tmp_path):
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker.port, "plant")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
+                                 "synthetic:seed=3,parts=400,fps=30", "--publish",
+                                 f"mqtt://127.0.0.1:{broker.port}/plant", "--station", "st9"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_for(lambda: len(sub.verdicts()) >= 3, 60)
+        proc.kill()  # the station dies: the broker publishes its last will
+        proc.wait()
+        wait_for(lambda: sub.statuses()[-1:] == ["offline"], 30)
+        assert sub.statuses()[0] == "online"
+    finally:
+        sub.close()
+        broker.kill()
+
+
+def test_mqtts_with_password_and_what_refuses_to_start(mosquitto_available, tiny_bundle, tmp_path, monkeypatch):
+    certs = make_certificates(tmp_path)
+    broker = Broker(tmp_path, tls=certs, users={"station": PASSWORD, "reader": PASSWORD})
+    url = f"mqtts://localhost:{broker.port}/plant?ca={certs['ca']}"
+    sub = Subscriber(broker.port, "plant", ca_certs=str(certs["ca"]))
+    try:
+        wait_for(lambda: sub.client.is_connected(), 5)
+        out = MqttOutput(url, "st", Secrets("station", PASSWORD))
+        inspector = inspect(load_bundle(tiny_bundle), [out], 10)
+        out.close()
+        wait_for(lambda: len(sub.verdicts()) == inspector.inspected, 10)
+        assert out.sent == inspector.inspected > 0
+
+        refusals = {
+            "wrong password": (url, Secrets("station", "wrong")),
+            "untrusted certificate": (f"mqtts://localhost:{broker.port}/plant?ca={certs['other']}",
+                                      Secrets("station", PASSWORD)),
+            "password in the URL": (f"mqtts://station:{PASSWORD}@localhost:{broker.port}/plant", Secrets()),
+        }
+        for case, (bad_url, secrets) in refusals.items():
+            with pytest.raises(GutcheckError) as err:
+                MqttOutput(bad_url, "st", secrets)
+            print(f"\n{case}: {err.value}")
+            assert PASSWORD not in str(err.value) and "\n" not in str(err.value)
+        # the same through the CLI: one line, exit 2, the password in the environment and nowhere else
+        env = {**os.environ, "GUTCHECK_MQTT_USERNAME": "station", "GUTCHECK_MQTT_PASSWORD": "wrong"}
+        proc = subprocess.run([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
+                               "synthetic:parts=2", "--publish", url], capture_output=True, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.count("\n") == 1 and "refused the connection" in proc.stderr
+        env["GUTCHECK_MQTT_PASSWORD"] = PASSWORD
+        proc = subprocess.run([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
+                               "synthetic:parts=3", "--publish", url], capture_output=True, text=True, env=env,
+                              stdin=subprocess.DEVNULL, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert PASSWORD not in proc.stdout + proc.stderr
+    finally:
+        sub.close()
+        broker.kill()
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+    headers_seen: list[dict] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).bodies.append(json.loads(body))
+        type(self).headers_seen.append(dict(self.headers))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(tls: dict[str, Path] | None = None) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls["server"], tls["key"])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_webhook_gets_every_verdict_once_in_order_with_the_token_and_https_is_verified(tiny_bundle, tmp_path):
+    bundle = load_bundle(tiny_bundle)
+    Receiver.bodies, Receiver.headers_seen = [], []
+    server = serve()
+    try:
+        out = WebhookOutput(f"http://127.0.0.1:{server.server_port}/verdicts", "st", Secrets(webhook_token="tok"))
+        inspector = inspect(bundle, [out], 200)
+        out.close(30)
+        parts = [b["part"] for b in Receiver.bodies]
+        print(f"\nwebhook: {inspector.inspected} verdicts, {out.sent} sent, {len(parts)} received, "
+              f"{len(parts) - len(set(parts))} duplicates")
+        assert parts == list(range(1, inspector.inspected + 1)) or parts == sorted(set(parts))
+        assert len(parts) == inspector.inspected == out.sent
+        assert Receiver.headers_seen[0]["Authorization"] == "Bearer tok"
+    finally:
+        server.shutdown()
+
+    certs = make_certificates(tmp_path)
+    server = serve(certs)
+    Receiver.bodies = []
+    try:
+        trusted = WebhookOutput(f"https://localhost:{server.server_port}/v?ca={certs['ca']}", "st", Secrets())
+        untrusted = WebhookOutput(f"https://localhost:{server.server_port}/v", "st", Secrets(), retries_s=())
+        inspector = inspect(bundle, [trusted, untrusted], 5)
+        trusted.close(30)
+        untrusted.close(30)
+        assert trusted.sent == inspector.inspected == len(Receiver.bodies)
+        assert untrusted.failed == inspector.inspected and "CERTIFICATE_VERIFY_FAILED" in untrusted.state()
+    finally:
+        server.shutdown()
+
+
+def test_a_dead_webhook_never_slows_inspection(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    start = time.perf_counter()
+    alone = inspect(bundle, [], 20)
+    alone_s = time.perf_counter() - start
+    out = WebhookOutput(f"http://127.0.0.1:{free_port()}/nobody", "st", Secrets(), retries_s=(0.2,))
+    start = time.perf_counter()
+    inspector = inspect(bundle, [out], 20)
+    took = time.perf_counter() - start
+    assert inspector.inspected == alone.inspected and took < alone_s * 1.5 + 1.0
+    out.close(30)
+    assert out.failed == inspector.inspected and out.sent == 0
+
+
+def test_folder_output_sorts_framed_images_by_date_and_verdict(tiny_bundle, tmp_path):
+    out = FolderOutput(tmp_path / "audit")
+    inspector = inspect(load_bundle(tiny_bundle), [out], 12)
+    out.close()
+    files = sorted((tmp_path / "audit").rglob("*.png"))
+    assert len(files) == inspector.inspected == out.sent
+    assert {f.parent.name for f in files} <= {"ok", "anomaly"} and len({f.parent.parent.name for f in files}) == 1
+    assert inspector.anomalies == sum(f.parent.name == "anomaly" for f in files)
+
+
+def test_publish_urls_come_from_the_settings_file_too_and_bad_ones_are_refused(tmp_path):
+    settings = tmp_path / "s.toml"
+    settings.write_text(f'station = "cell 4"\npublish = ["folder:{tmp_path / "a"}"]\n')
+    outputs = open_publishers([f"folder:{tmp_path / 'b'}"], "", settings)
+    try:
+        assert [o.name for o in outputs] == [f"folder {tmp_path / 'a'}", f"folder {tmp_path / 'b'}"]
+    finally:
+        for o in outputs:
+            o.close()
+    with pytest.raises(GutcheckError, match="cannot publish to 'ftp://x'"):
+        open_publishers(["ftp://x"])
