@@ -62,6 +62,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from model_builder.augment import Augmentation
 
+    if args.update:
+        return _build_update(args)
     options = BuildOptions(size=args.size, color=args.color, crop=args.crop, architecture=args.architecture,
                            pretrained=args.pretrained, loss=args.loss, alpha=args.alpha, density_preset=args.density,
                            density_coreset=args.coreset, time_limit_s=max(0.0, args.train_minutes) * 60,
@@ -71,6 +73,31 @@ def cmd_build(args: argparse.Namespace) -> int:
                            augmentation=Augmentation(enabled=not args.no_augment, flip_horizontal=args.flips,
                                                      flip_vertical=args.flips))
     result = build(Path(args.data), Path(args.out), options, force=args.force, show_progress=not args.quiet)
+    _print_build(args, result)
+    return 0
+
+
+# Options of a new build that an update cannot honour: it keeps the bundle's model, framing and density.
+_NOT_WITH_UPDATE = ("size", "color", "crop", "architecture", "pretrained", "loss", "alpha", "density", "coreset",
+                    "score", "rule", "epochs", "train_minutes", "no_augment", "flips", "seed")
+
+
+def _build_update(args: argparse.Namespace) -> int:
+    from model_builder.update import update
+
+    defaults = parser().parse_args(["build", "--data", "d", "--out", "o"])
+    changed = [name for name in _NOT_WITH_UPDATE if getattr(args, name) != getattr(defaults, name)]
+    if changed:
+        raise GutcheckError(f"--update keeps the bundle's model and options; "
+                            f"{', '.join('--' + c.replace('_', '-') for c in changed)} cannot apply (build anew instead)")
+    result = update(Path(args.update), Path(args.data), Path(args.out), force=args.force,
+                    show_progress=not args.quiet, target_frr=args.target_frr, target_recall=args.target_recall,
+                    outlier_limit=args.outlier_limit)
+    _print_build(args, result)
+    return 0
+
+
+def _print_build(args: argparse.Namespace, result) -> None:
     b = result.bundle
     print(f"wrote {args.out} in {result.seconds:.0f} s; report: {Path(args.out) / 'report.html'}")
     print(f"thresholds: density {b.thresholds.density:.3f}, reconstruction error "
@@ -80,7 +107,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"test set: image AUROC {e['auroc_combined']:.3f} (density {e['auroc_density']:.3f}, "
               f"reconstruction {e['auroc_reconstruction']:.3f}); at the thresholds accuracy {op['accuracy']:.3f}, "
               f"recall {op['recall']:.3f}, precision {op['precision']:.3f}")
-    return 0
 
 
 def _image_paths(items: list[str]) -> list[Path]:
@@ -378,6 +404,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"also report thresholds at this recall when test/ has defects (default "
                         f"{defaults.target_recall:g})")
     b.add_argument("--seed", type=int, default=defaults.seed)
+    b.add_argument("--update", metavar="MODEL",
+                   help="add the good images of --data to MODEL's density memory and calibrate again, without "
+                        "retraining (seconds); writes a new bundle at --out")
     b.add_argument("--force", action="store_true", help="replace an existing bundle (the old one goes to .trash)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)

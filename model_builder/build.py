@@ -118,7 +118,9 @@ class BuildResult:
     seconds: float
 
 
-def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_held_out(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the images to train on and of those held out for calibration (the same for the same
+    n, share and seed)."""
     n_val = max(2, int(round(n * val_fraction)))
     if n - n_val < 3:
         raise GutcheckError(f"only {n} good images: need at least {n_val + 3} to train and hold out a validation share")
@@ -321,13 +323,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     options = options or BuildOptions()
     start = time.monotonic()
     data = Path(data)
-    if out is not None and Path(out).exists() and not force:
-        raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
-    if out is not None and Path(out).exists() and not (Path(out) / "bundle.json").is_file():
-        raise GutcheckError(f"{out} exists and is not a model bundle: --force only replaces bundles; choose a new "
-                            "folder for --out")
-    if out is not None:
-        _check_writable(Path(out))
+    check_out(out, force)
     preprocessing = options.preprocessing
     Thresholds(0.0, 0.0, options.rule)  # validate the cheap options before the long part
     recon_score = ReconstructionScore(options.reconstruction_score)
@@ -339,7 +335,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     sizes = {im.shape[:2] for im in good.images}
     if len(sizes) > 1:
         log(f"note: the good images come in {len(sizes)} sizes; all are resized to {options.size}x{options.size}")
-    idx_train, idx_val = _split(len(good), options.val_fraction, options.seed)
+    idx_train, idx_val = split_held_out(len(good), options.val_fraction, options.seed)
     x = preprocessing.apply_batch(good.images)
     log(f"{len(idx_train)} training and {len(idx_val)} validation images of {data} at "
         f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder"
@@ -363,12 +359,44 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
                    show_progress) as bar:
         scorer.density.fit(latent_train, progress=bar.update)
     del latent_train
-    val, val_maps = score_in_batches(scorer, x[idx_val], keep_position_maps=options.feature_model,
+    info = ModelInfo(
+        architecture=options.architecture,
+        density_preset=options.density_preset,
+        training=Training(epochs_run=len(history.get("loss", [])), seconds=round(train_seconds, 1),
+                          best_val_loss=float(min(history.get("val_loss", [float("nan")])))),
+        provenance=Provenance(
+            dataset=str(data.resolve()),
+            dataset_fingerprint=fingerprint(good.paths),
+            train_images=len(good),
+            skipped_files=[str(p) for p, _ in good.skipped],
+            built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            options=asdict(options),
+            versions=package_versions(),
+        ),
+    )
+    calibrated = calibrate(scorer, options, x[idx_val], [good.paths[i] for i in idx_val], info, show_progress, log)
+    return finish(calibrated, data, out, options, history, force, report, show_progress, log, start)
+
+
+@dataclass
+class Calibrated:
+    """A bundle calibrated on held-out good images, with what the report shows of them."""
+
+    bundle: Bundle
+    val: Scores  # every held-out good image's scores
+    val_kept: Scores  # without the outliers
+    outlier_inputs: np.ndarray  # the outliers' model inputs, for the report
+
+
+def calibrate(scorer: Scorer, options: BuildOptions, x_val: np.ndarray, val_paths: list[Path], info: ModelInfo,
+              show_progress: bool, log) -> Calibrated:
+    """Score the held-out good images with the finished model and density; leave out the outliers
+    (listed to check); thresholds for the target false-reject rate, the good statistics, knob ranges."""
+    val, val_maps = score_in_batches(scorer, x_val, keep_position_maps=scorer.feature_model,
                                      stage="calibration", show_progress=show_progress)
     outliers = validation_outliers(val.density, val.error, options.outlier_limit)
-    kept = np.setdiff1d(np.arange(len(idx_val)), outliers)
-    outlier_notes = [OutlierNote(str(good.paths[idx_val[i]]), float(val.density[i]), float(val.error[i]))
-                     for i in outliers]
+    kept = np.setdiff1d(np.arange(len(x_val)), outliers)
+    outlier_notes = [OutlierNote(str(val_paths[i]), float(val.density[i]), float(val.error[i])) for i in outliers]
     for note in outlier_notes:
         log(f"check this good image: it scores far outside the other held-out good images (density "
             f"{note.density:.4g}, reconstruction error {note.reconstruction:.4g}; medians "
@@ -377,45 +405,38 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     val_kept = Scores(None if val.reconstruction is None else val.reconstruction[kept], val.error[kept],
                       val.density[kept], val.anomaly[kept])
     thresholds = thresholds_at_frr(val_kept.density, val_kept.error, options.target_frr, options.rule)
+    info.density_bandwidth = float(scorer.density.bandwidth)
+    info.calibration = Calibration(
+        target_false_reject_rate=options.target_frr,
+        validation_images=int(len(x_val)),
+        validation_false_reject_rate=float(is_anomaly(val.density, val.error, thresholds).mean()),
+        validation_scores={"density": val.density.tolist(), "reconstruction": val.error.tolist()},
+        outlier_limit=options.outlier_limit,
+        outliers=outlier_notes,
+    )
     bundle = Bundle(
-        model=model,
+        model=scorer.model,
         density=scorer.density,
-        preprocessing=preprocessing,
+        preprocessing=scorer.preprocessing,
         thresholds=thresholds,
         good_statistics=GoodStatistics.from_scores(val_kept.density, val_kept.error),
         knob_ranges=knob_ranges(val_kept.density, val_kept.error),
-        reconstruction_score=recon_score,
+        reconstruction_score=scorer.reconstruction_score,
         map_statistics=map_statistics(val_maps, kept) if val_maps is not None else None,
-        combination="sum" if options.feature_model else "",
-        info=ModelInfo(
-            architecture=options.architecture,
-            density_preset=options.density_preset,
-            density_bandwidth=float(scorer.density.bandwidth),
-            calibration=Calibration(
-                target_false_reject_rate=options.target_frr,
-                validation_images=int(len(idx_val)),
-                validation_false_reject_rate=float(is_anomaly(val.density, val.error, thresholds).mean()),
-                validation_scores={"density": val.density.tolist(), "reconstruction": val.error.tolist()},
-                outlier_limit=options.outlier_limit,
-                outliers=outlier_notes,
-            ),
-            training=Training(epochs_run=len(history.get("loss", [])), seconds=round(train_seconds, 1),
-                              best_val_loss=float(min(history.get("val_loss", [float("nan")])))),
-            provenance=Provenance(
-                dataset=str(data.resolve()),
-                dataset_fingerprint=fingerprint(good.paths),
-                train_images=len(good),
-                skipped_files=[str(p) for p, _ in good.skipped],
-                built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                options=asdict(options),
-                versions=package_versions(),
-            ),
-        ),
+        combination="sum" if scorer.feature_model else "",
+        info=info,
     )
+    return Calibrated(bundle, val, val_kept, x_val[outliers])
+
+
+def finish(calibrated: Calibrated, data: Path, out: Path | None, options: BuildOptions, history: dict, force: bool,
+           report: bool, show_progress: bool, log, start: float) -> BuildResult:
+    """Evaluate on data/test when there is one, write the report, save the bundle."""
+    bundle = calibrated.bundle
     test = load_test(data)
     evaluation = None
     if len(test):
-        evaluation = evaluate_test(bundle, test, data, options.target_recall, val_kept, options.target_frr,
+        evaluation = evaluate_test(bundle, test, data, options.target_recall, calibrated.val_kept, options.target_frr,
                                    show_progress)
         bundle.info.evaluation = evaluation.summary
     extra = {"history.json": json.dumps(history, indent=1).encode()}
@@ -423,10 +444,23 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
         from model_builder.report import render_report
 
         log("writing the report ...")
-        extra["report.html"] = render_report(bundle, history, evaluation, val, x[idx_val][outliers]).encode()
+        extra["report.html"] = render_report(bundle, history, evaluation, calibrated.val,
+                                             calibrated.outlier_inputs).encode()
     if out is not None:
         save_bundle(bundle, Path(out), force=force, extra_files=extra)
     return BuildResult(bundle, history, evaluation.summary if evaluation else None, time.monotonic() - start)
+
+
+def check_out(out: Path | None, force: bool) -> None:
+    """Before any long work: `out` is free (or a bundle that --force may replace) and writable."""
+    if out is None:
+        return
+    if Path(out).exists() and not force:
+        raise GutcheckError(f"{out} already exists; use --force to replace it (the old one goes to the trash)")
+    if Path(out).exists() and not (Path(out) / "bundle.json").is_file():
+        raise GutcheckError(f"{out} exists and is not a model bundle: --force only replaces bundles; choose a new "
+                            "folder for --out")
+    _check_writable(Path(out))
 
 
 def _check_writable(out: Path) -> None:

@@ -337,6 +337,20 @@ class PatchKDE(Density):
             self.bandwidth = loo_bandwidth(sample)
         return self
 
+    def extend(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> "PatchKDE":
+        """Add the patches of new good images to the fitted memory (`gutcheck build --update`): the
+        coreset is chosen again over the kept patches and the new ones, so that the new looks the
+        memory does not cover yet are kept, in greedy order (the two-pass KDE's first pass uses the
+        first picks). The bandwidth stays: the latent space is the same."""
+        self._require_fit()
+        patches, _ = as_patches(latents)
+        if len(patches) > CORESET_POOL:
+            patches = patches[np.random.default_rng(self.seed).choice(len(patches), CORESET_POOL, replace=False)]
+        pool = np.concatenate([self.points_, patches.astype(np.float32)])
+        size = min(self.max_memory, len(self.points_) + self.memory_size(len(patches)))
+        self.points_ = pool[greedy_coreset(pool, size, self.seed, progress=progress)]
+        return self
+
     def _kde(self, x: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
         return kde_log_density(x, self.points_ if points is None else points, float(self.bandwidth))
 

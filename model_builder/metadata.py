@@ -47,8 +47,20 @@ class Training:
 
 
 @dataclass
+class AddedImages:
+    """Good images added to a bundle's density after it was built (`gutcheck build --update`)."""
+
+    dataset: str
+    dataset_fingerprint: str
+    images: int  # added to the density memory
+    validation_images: int  # of them held out for the new calibration
+    added: str  # when
+    from_model: str  # the model_id of the bundle they were added to
+
+
+@dataclass
 class Provenance:
-    """Where the model came from: the data, the options, the software."""
+    """Where the model came from: the data, the options, the software (and any images added later)."""
 
     dataset: str = "?"
     dataset_fingerprint: str = ""
@@ -57,6 +69,7 @@ class Provenance:
     built: str = "?"
     options: dict[str, Any] = field(default_factory=dict)  # BuildOptions as written (read back by people)
     versions: dict[str, str] = field(default_factory=dict)
+    added: list[AddedImages] = field(default_factory=list)
 
 
 @dataclass
