@@ -89,7 +89,8 @@ def _build_update(args: argparse.Namespace) -> int:
     changed = [name for name in _NOT_WITH_UPDATE if getattr(args, name) != getattr(defaults, name)]
     if changed:
         raise GutcheckError(f"--update keeps the bundle's model and options; "
-                            f"{', '.join('--' + c.replace('_', '-') for c in changed)} cannot apply (build anew instead)")
+                            f"{', '.join('--' + c.replace('_', '-') for c in changed)} cannot apply "
+                            "(build anew instead)")
     result = update(Path(args.update), Path(args.data), Path(args.out), force=args.force,
                     show_progress=not args.quiet, target_frr=args.target_frr, target_recall=args.target_recall,
                     outlier_limit=args.outlier_limit)
@@ -144,6 +145,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     """Image files or a live source through the inspection pipeline, JSON lines on stdout; exit 2 when
     an image could not be read or verdicts did not reach the conveyor."""
+    from app.drift import drift_watch
     from app.inspection_log import InspectionLog
     from app.inspector import Inspector
     from app.links.conveyor_link import ConveyorLink
@@ -168,7 +170,11 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     log = InspectionLog(Path(args.log_dir)) if args.source and args.log_dir else None
     if log is not None:
         outputs.append(LogOutput(log))
-    outputs += open_publishers(args.publish, args.station, Path(args.settings) if args.settings else None)
+    publishers = open_publishers(args.publish, args.station, Path(args.settings) if args.settings else None)
+    outputs += publishers
+    if args.source:  # a live line: tell when its good parts stop scoring like the calibration's
+        outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
+                                                                           flush=True)))
     inspector = Inspector(bundle, source, args.mode, outputs)
     try:
         inspector.run()
@@ -181,7 +187,8 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
             log.close()
     conveyor = next((o for o in outputs if isinstance(o, ConveyorOutput)), None)
     for output in outputs[1:]:
-        print(f"gutcheck: {output.summary()}", file=sys.stderr)
+        if output.name != "drift watch":
+            print(f"gutcheck: {output.summary()}", file=sys.stderr)
     if conveyor is not None:
         link = conveyor.link
         undelivered, link_state = link.pending(), link.state()
@@ -287,6 +294,35 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    from app.inspection_log import InspectionLog
+    from app.recalibrate import propose, save_histogram, write_proposal
+    from model_builder.bundle import load_bundle
+
+    if not (Path(args.log_dir) / "inspections.sqlite").is_file():
+        raise GutcheckError(f"{args.log_dir}: no inspection log there (inspections.sqlite)")
+    if args.target_frr is not None and not 0 < args.target_frr < 1:
+        raise GutcheckError("--target-frr must be between 0 and 1")
+    if args.last < 1:
+        raise GutcheckError("--last must be 1 or more")
+    bundle = load_bundle(Path(args.model))
+    log = InspectionLog(Path(args.log_dir))
+    try:
+        proposal = propose(bundle, log, target_frr=args.target_frr, limit=args.last)
+    finally:
+        log.close()
+    for line in proposal.lines():
+        print(line)
+    print(f"histogram: {save_histogram(proposal, Path(args.log_dir))}")
+    if not args.write:
+        print("nothing written: run again with --write SETTINGS to use these thresholds")
+        return 0
+    backup = write_proposal(proposal, Path(args.write), Path(args.model))
+    kept = f" (the damaged file before it is kept as {backup})" if backup else ""
+    print(f"thresholds written to {args.write}{kept}")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from app.dashboard_app import run_dashboard
 
@@ -295,6 +331,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(model=args.model, source=args.source, knobs=args.knobs, conveyor=args.conveyor,
                          mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir),
                          publish=args.publish or [], station=args.station)
+
+
+PUBLISH_HELP = ("publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., http(s)://URL or folder:PATH "
+                "(repeatable; docs/outputs.md); secrets from GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD / "
+                "GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -331,6 +372,17 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--split", choices=["train", "test"], default="train")
     ds.add_argument("--label", default="good")
     ds.set_defaults(func=cmd_dataset)
+
+    rc = sub.add_parser("recalibrate", help="propose thresholds from the parts logged as good (after drift)",
+                        description="Propose new thresholds from the last parts the inspection log holds as good for "
+                                    "this model, at its false-reject target; a histogram beside the log; written to "
+                                    "a settings file only with --write.")
+    rc.add_argument("--model", required=True, help="model bundle folder")
+    rc.add_argument("--log-dir", required=True, help="inspection log folder (inspections.sqlite)")
+    rc.add_argument("--last", type=int, default=500, help="use the last N good parts (default 500)")
+    rc.add_argument("--target-frr", type=float, help="false-reject rate (default: the bundle's calibration target)")
+    rc.add_argument("--write", metavar="SETTINGS", help="write the proposal into this settings file (TOML)")
+    rc.set_defaults(func=cmd_recalibrate)
 
     hw = sub.add_parser("hardware", help="check the knob box and the conveyor (for wiring a new station)",
                         description="check: list the serial ports, find which is the knob box and which the "
@@ -420,7 +472,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--mode", choices=["part", "continuous"], default="part")
     i.add_argument("--conveyor", help="send each verdict to the conveyor on this serial port")
     i.add_argument("--log-dir", help="keep an inspection log (SQLite + anomaly images) in this folder")
-    i.add_argument("--publish", action="append", metavar="URL", help="publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., http(s)://URL or folder:PATH (repeatable; docs/outputs.md); secrets from GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD / GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
+    i.add_argument("--publish", action="append", metavar="URL", help=PUBLISH_HELP)
     i.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     i.add_argument("--settings", help="settings file with publish URLs, station name and secrets (TOML)")
     i.set_defaults(func=cmd_inspect)
@@ -436,7 +488,7 @@ def parser() -> argparse.ArgumentParser:
                    help="part: one verdict per part passing (default); continuous: every frame, as the prototype")
     d.add_argument("--settings", default="gutcheck-settings.toml", help="settings file (TOML)")
     d.add_argument("--log-dir", default="inspections", help="inspection log folder (SQLite + images)")
-    d.add_argument("--publish", action="append", metavar="URL", help="publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., http(s)://URL or folder:PATH (repeatable; docs/outputs.md); secrets from GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD / GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
+    d.add_argument("--publish", action="append", metavar="URL", help=PUBLISH_HELP)
     d.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     d.set_defaults(func=cmd_dashboard)
 
@@ -454,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-NEEDS_TENSORFLOW = {"build", "inspect", "dashboard", "demo"}
+NEEDS_TENSORFLOW = {"build", "inspect", "dashboard", "demo", "recalibrate"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import ttkbootstrap as ttk
 from PIL import Image, ImageTk
 
 from app.inspection_log import InspectionLog
+from app.drift import DriftWatch, drift_watch
 from app.inspector import Inspector
 from app.outputs import ConveyorOutput, LogOutput
 from app.verdict import Verdict
@@ -78,6 +79,7 @@ class Dashboard:
         self.last_verdict: Verdict | None = None
         self.calibration: dict | None = None
         self.hardware: dict | None = None  # the hardware check window, while it is open
+        self.drift: DriftWatch | None = None  # of the running inspection
         self._plots_stale = True  # bars and chart are redrawn only when a verdict or a threshold changed
         self.settings = Settings()
         self._jobs: queue.Queue[tuple[str, object]] = queue.Queue()  # results of background work
@@ -129,6 +131,11 @@ class Dashboard:
             self.views[name].grid(row=2, column=i, padx=2)
         self.chart_canvas = tk.Canvas(left, width=480, height=150, background="white", highlightthickness=0)
         self.chart_canvas.grid(row=3, column=0, columnspan=3, pady=(6, 0))
+        self.drift_banner = tk.Label(left, text="drift watch: waiting for good parts", anchor="w", fg=GREY,
+                                     font=("TkDefaultFont", 10, "bold"))
+        self.drift_banner.grid(row=4, column=0, columnspan=3, sticky="ew", pady=(6, 0))
+        self.drift_canvas = tk.Canvas(left, width=480, height=80, background="white", highlightthickness=0)
+        self.drift_canvas.grid(row=5, column=0, columnspan=3)
 
         self.banner = tk.Label(right, text="—", font=("TkDefaultFont", 30, "bold"), fg="white", bg=GREY, width=11)
         self.banner.grid(row=0, column=0, columnspan=3, sticky="ew")
@@ -303,8 +310,9 @@ class Dashboard:
             return False
         self._retire_inspector()
         self.source_spec = spec
+        self.drift = drift_watch(self.bundle, self.publishers, say=lambda m: self._jobs.put(("drift", m)))
         outputs = [LogOutput(self.log), *([ConveyorOutput(self.conveyor)] if self.conveyor is not None else []),
-                   *self.publishers]
+                   *self.publishers, self.drift]
         self.inspector = Inspector(self.bundle, source, self.mode, outputs)
         self.apply_spinboxes()  # the thresholds on screen are the ones in force
         self.inspector.start()
@@ -483,6 +491,8 @@ class Dashboard:
                     tag = "pass" if "PASS " in value[:8] else "fail" if "FAIL " in value[:8] else ""
                     self.hardware["text"].insert("end", f"{value}\n", tag)
                     self.hardware["text"].see("end")
+            elif kind == "drift":
+                self.message(str(value), error=str(value).startswith("DRIFT"))
             elif kind == "hardware-done":
                 self._hardware_done(value)
                 if self.hardware is not None and not self.hardware["window"].winfo_exists():
@@ -514,6 +524,7 @@ class Dashboard:
                 pass
         self._show_links()
         self._show_outputs()
+        self._show_drift()
         if self._plots_stale:
             self._draw_bars()
             self._draw_chart()
@@ -569,7 +580,8 @@ class Dashboard:
             state = self.knobs.state()
             drops = self.knobs.link.drops
             dropped = f" · {drops} drop{'s' if drops > 1 else ''}" if drops else ""
-            self.knob_state.configure(text=f"knobs: {state}{dropped}", foreground=GREEN if state == "connected" else RED)
+            self.knob_state.configure(text=f"knobs: {state}{dropped}",
+                                      foreground=GREEN if state == "connected" else RED)
             proposal = self.knob_proposal()
             if proposal is not None:
                 self.knob_density.configure(text=f"density knob {proposal[0]:.4g}")
@@ -589,15 +601,48 @@ class Dashboard:
             self.belt_state.configure(text=f"belt {belt} · link {state}{dropped}{held}",
                                       foreground=GREEN if self.conveyor.belt_state == "R" else RED)
 
+    def _show_drift(self) -> None:
+        """The drift banner and the good parts' shift over the shift (both medians, in robust spreads)."""
+        drift = self.drift
+        if drift is None:
+            return
+        latest = drift.latest
+        text = drift.state() if latest is None else latest.describe()
+        colour = "white" if latest is not None and latest.drifting else GREY
+        background = "#e8590c" if latest is not None and latest.drifting else self.root.cget("background")
+        if text != self.drift_banner.cget("text"):
+            self.drift_banner.configure(text=text, fg=colour, bg=background)
+            c = self.drift_canvas
+            c.delete("all")
+            points = list(drift.history)
+            limit = drift.shift_limit
+            span = max(limit * 1.5, max((max(abs(d), abs(e)) for _, d, e in points), default=0) * 1.1)
+            w, h = 480, 80
+
+            def y(value: float) -> float:
+                return h / 2 - value / span * (h / 2 - 4)
+
+            for level in (limit, -limit):
+                c.create_line(0, y(level), w, y(level), fill="#e8590c", dash=(4, 3))
+            c.create_line(0, y(0), w, y(0), fill="#ced4da")
+            if len(points) >= 2:
+                t0, t1 = points[0][0], max(points[-1][0], points[0][0] + 1e-6)
+                for index, colour_line in ((1, "#1971c2"), (2, "#e8590c")):
+                    xy = [v for t, *shifts in points
+                          for v in (4 + (w - 8) * (t - t0) / (t1 - t0), y(-shifts[0] if index == 1 else shifts[1]))]
+                    c.create_line(*xy, fill=colour_line, width=2)
+            c.create_text(4, 8, text="good parts' drift in robust spreads, up = worse: density (blue), error (orange)",
+                          anchor="w", fill=GREY, font=("TkDefaultFont", 8))
+
     def _show_outputs(self) -> None:
         """Each output's state and counts: what reached the log, the belt and the line, and what not."""
         outputs = self.inspector.outputs if self.inspector is not None else self.publishers
+        shown = [o for o in outputs if o.name not in ("view", "drift watch")]  # those two have panels of their own
         lines = [f"{o.name}: {o.state()} · {o.sent} sent" + (f", {o.dropped} dropped" if o.dropped else "")
-                 + (f", {o.failed} failed" if o.failed else "") for o in outputs if o.name != "view"]
+                 + (f", {o.failed} failed" if o.failed else "") for o in shown]
         text = "\n".join(lines) or "no inspection running"
         if text != self.outputs_state.cget("text"):
-            self.outputs_state.configure(text=text, foreground=RED if any(
-                o.failed or o.dropped for o in outputs if o.name != "view") else "")
+            self.outputs_state.configure(text=text, foreground=RED if any(o.failed or o.dropped for o in shown) else "")
 
     def _draw_bars(self) -> None:
         c = self.bars

@@ -105,6 +105,18 @@ class InspectionLog:
                                    (n,)).fetchall()
         return [dict(zip(COLUMNS, r)) for r in rows]
 
+    def good_scores(self, model_id: str, limit: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """Density and reconstruction error of the last `limit` parts judged good by model `model_id`."""
+        with self._lock:
+            rows = self.db.execute("SELECT density, reconstruction_error FROM inspections WHERE verdict='ok' AND "
+                                   "model_id=? ORDER BY id DESC LIMIT ?", (model_id, limit)).fetchall()
+        scores = np.array(rows, dtype=float).reshape(-1, 2)
+        return scores[:, 0], scores[:, 1]
+
+    def model_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self.db.execute("SELECT DISTINCT model_id FROM inspections").fetchall()]
+
     def export_csv(self, path: Path) -> int:
         """All rows to a CSV file (atomically); returns the row count."""
         import io

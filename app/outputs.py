@@ -46,16 +46,25 @@ class QueuedOutput(Output):
 
     def __init__(self, maxsize: int = 1000) -> None:
         super().__init__()
-        self._queue: queue.Queue[Verdict | None] = queue.Queue(maxsize=maxsize)
+        self._queue: queue.Queue[Verdict | dict | None] = queue.Queue(maxsize=maxsize)
         self._thread = threading.Thread(target=self._run, name=f"output-{self.name}", daemon=True)
         self._thread.start()
 
     def send(self, verdict: Verdict) -> None:
         raise NotImplementedError
 
+    def send_event(self, event: dict) -> None:
+        """An event that is not a verdict (drift); outputs that publish to the line send it."""
+
     def put(self, verdict: Verdict) -> None:
         try:
             self._queue.put_nowait(verdict)
+        except queue.Full:
+            self.dropped += 1
+
+    def put_event(self, event: dict) -> None:
+        try:
+            self._queue.put_nowait(event)
         except queue.Full:
             self.dropped += 1
 
@@ -68,6 +77,9 @@ class QueuedOutput(Output):
             if verdict is None:
                 return
             try:
+                if isinstance(verdict, dict):
+                    self.send_event(verdict)
+                    continue
                 self.send(verdict)
                 self.sent += 1
                 self.last_error = ""

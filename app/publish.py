@@ -188,6 +188,12 @@ class MqttOutput(QueuedOutput):
         if not info.is_published():
             raise ConnectionError("the broker did not acknowledge the verdict")
 
+    def send_event(self, event: dict) -> None:
+        """A drift message on prefix/<station>/drift."""
+        if self.connected.is_set():
+            self.client.publish(f"{self.prefix}/{self.station}/drift", json.dumps({**event, "station": self.station}),
+                                qos=MQTT_QOS)
+
     def close(self, timeout_s: float = 5.0) -> None:
         super().close(timeout_s)
         if self.connected.is_set():
@@ -220,7 +226,14 @@ class WebhookOutput(QueuedOutput):
         super().__init__(maxsize)
 
     def send(self, verdict: Verdict) -> None:
-        body = json.dumps({**verdict.to_json(), "station": self.station}, allow_nan=False).encode()
+        self._post({**verdict.to_json(), "station": self.station})
+
+    def send_event(self, event: dict) -> None:
+        """A drift message: POSTed like a verdict; its `format` tells them apart."""
+        self._post({**event, "station": self.station})
+
+    def _post(self, record: dict) -> None:
+        body = json.dumps(record, allow_nan=False).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

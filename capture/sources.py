@@ -3,7 +3,8 @@
     cam:N                 OpenCV camera N (options: width, height, fps, backend)
     file:video.mp4        a video file
     folder:path           a sorted image sequence
-    synthetic:            the synthetic conveyor (options after the colon: seed=1,parts=40,defects=0.3)
+    synthetic:            the synthetic conveyor (options after the colon: seed=1,parts=40,defects=0.3;
+                          light_from=N,light=1.3 changes the light from part N on: a drift demo)
     rtsp://… http(s)://…  a network stream
 
 `read()` returns the next Frame, or None when a finite source is exhausted. Failed reads are
@@ -196,11 +197,15 @@ class SyntheticSource(Source):
 
     finite = True
 
-    def __init__(self, seed: int = 0, parts: int = 40, defects: float = 0.3, size: int = 256, fps: float = 0.0):
+    def __init__(self, seed: int = 0, parts: int = 40, defects: float = 0.3, size: int = 256, fps: float = 0.0,
+                 light_from: int = 0, light: float = 1.0):
         super().__init__()
         from capture.synthetic import conveyor_stream
 
         self.name = f"synthetic:seed={seed},parts={parts},defects={defects}"
+        # From part `light_from` on, the light changes by the factor `light` (a drift demo: new lamps)
+        self.light_from, self.light = light_from, light
+        self._lit = False  # the new light is on (from the first frame of part `light_from`)
         self._frames = conveyor_stream(seed=seed, n_parts=parts, defect_rate=defects, size=size)
         self.period = 1.0 / fps if fps > 0 else 0.0
         self._last = 0.0
@@ -214,7 +219,12 @@ class SyntheticSource(Source):
         f = next(self._frames, None)
         if f is None:
             return None
-        return f.image, {"part_number": f.part_number, "truth": f.truth, "phase": f.phase}
+        if self.light_from and f.part_number is not None and f.part_number >= self.light_from:
+            self._lit = True
+        image = f.image
+        if self._lit:
+            image = np.clip(image.astype(np.float32) * self.light, 0, 255).astype(np.uint8)
+        return image, {"part_number": f.part_number, "truth": f.truth, "phase": f.phase}
 
 
 # The options each source kind takes: name -> (type, lowest, highest). One table, so the message for
@@ -222,7 +232,8 @@ class SyntheticSource(Source):
 SOURCE_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
     "cam": {"width": (int, 1, 16384), "height": (int, 1, 16384), "fps": (int, 1, 1000)},
     "synthetic": {"seed": (int, 0, 2**31 - 1), "parts": (int, 1, 1_000_000), "defects": (float, 0.0, 1.0),
-                  "size": (int, 32, 4096), "fps": (float, 0.0, 1000.0)},
+                  "size": (int, 32, 4096), "fps": (float, 0.0, 1000.0), "light_from": (int, 0, 1_000_000),
+                  "light": (float, 0.1, 10.0)},
 }
 
 
@@ -279,7 +290,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: int = 30,
         if kind == "synthetic":
             o = _options("synthetic", rest)
             return SyntheticSource(o.get("seed", 0), o.get("parts", 40), o.get("defects", 0.3), o.get("size", 256),
-                                   o.get("fps", 0.0))
+                                   o.get("fps", 0.0), o.get("light_from", 0), o.get("light", 1.0))
         if kind in ("rtsp", "http", "https"):
             return CaptureSource(spec, spec, False, backend="ffmpeg")
     except ValueError as exc:

@@ -156,8 +156,8 @@ def test_mqtt_every_verdict_of_a_200_part_run_arrives_once_in_order(mosquitto_av
 
 
 def test_mqtt_broker_killed_and_restarted_mid_run(mosquitto_available, tiny_bundle, tmp_path):
-    """Inspection never stalls; the station reconnects and says `online` again; what could not be sent
-    is counted, and nothing arrives that was not published."""
+    """Inspection never stalls; the station reconnects and says `online` again; every verdict is either
+    acknowledged or counted as failed, and nothing arrives that was not published."""
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port, "plant")
     bundle = load_bundle(tiny_bundle)
@@ -189,7 +189,9 @@ def test_mqtt_broker_killed_and_restarted_mid_run(mosquitto_available, tiny_bund
               f"reconnect, {len(parts) - len(set(parts))} duplicates; connects {out.connects}; "
               f"status messages {sub.statuses()}")
         assert took < quiet * 1.5 + 2.0  # never stalled on the dead broker
-        assert out.sent + out.failed + out.dropped == n and out.failed > 0
+        # Every verdict is accounted for: acknowledged (perhaps after the reconnect: paho resends what was in
+        # flight) or counted as failed; which of the two depends on when the station noticed the broker gone.
+        assert out.sent + out.failed + out.dropped == n
         assert out.connects >= 2 and "online" in sub.statuses()
         assert set(parts) <= set(range(1, n + 1))
     finally:

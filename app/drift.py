@@ -1,0 +1,159 @@
+"""Drift watch, GUI-free: are today's good parts scoring like the ones the thresholds were calibrated on?
+
+New lighting, a new batch of material or a dirty lens moves the scores of good parts; at fixed
+thresholds the false rejects then climb (users of such tools report 6 % rising to 30 % the day after
+calibration). The watch keeps the scores of the last `window` parts judged good and compares them
+with the held-out good images of the calibration (bundle.json): the shift of each median in robust
+spreads, and the false-reject rate the calibration's goods would have if they moved by that shift
+(an estimate: the recent goods are those that passed, so the true shift is, if anything, larger).
+Past `shift_limit` spreads, or when the estimate passes the same goods' unmoved rate by `frr_limit`,
+it reports drift, and also when more than `reject_limit` of all recent parts were rejected (a drift
+that makes nearly every good part fail leaves few goods to compare); the dashboard shows a banner and the
+shift over time, publishers send a `drift` message. Defect parts are left out: they are not drift.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.special import ndtr
+
+from app.outputs import Output
+from app.verdict import Verdict
+from model_builder.scoring import GoodStatistics, Thresholds
+
+DRIFT_WINDOW = 100  # recent good parts compared with the calibration (a shift shows within about half of it)
+DRIFT_MIN_PARTS = 30  # no judgement on fewer
+SHIFT_LIMIT = 2.0  # robust spreads a median may move
+FRR_LIMIT = 0.05  # rise of the estimated false-reject rate at today's thresholds
+REJECT_LIMIT = 0.3  # share of all recent parts rejected: when the drift makes most goods fail, few are left
+
+
+@dataclass(frozen=True)
+class DriftState:
+    parts: int  # recent good parts compared
+    density_shift: float  # (recent median - calibration median) / spread; negative: less like the goods
+    error_shift: float  # positive: reconstructed worse
+    estimated_frr: float  # of the calibration's goods, moved by these shifts, at the thresholds in force
+    drifting: bool
+    reject_rate: float = 0.0  # of all recent parts
+
+    def describe(self) -> str:
+        moved = (f"good parts' density moved {self.density_shift:+.1f} spreads, error {self.error_shift:+.1f}; "
+                 f"estimated false rejects {self.estimated_frr:.1%} (last {self.parts} good parts)"
+                 if np.isfinite(self.density_shift) else f"too few good parts to compare ({self.parts})")
+        return f"{'DRIFT: ' if self.drifting else ''}{moved}; {self.reject_rate:.0%} of recent parts rejected"
+
+    def to_json(self) -> dict:
+        def number(x: float, digits: int) -> float | None:
+            return round(x, digits) if np.isfinite(x) else None
+
+        return {"format": "gutcheck-drift/1", "parts": self.parts, "density_shift": number(self.density_shift, 3),
+                "error_shift": number(self.error_shift, 3),
+                "estimated_false_reject_rate": number(self.estimated_frr, 4),
+                "reject_rate": round(self.reject_rate, 4), "drifting": self.drifting}
+
+
+class DriftWatch(Output):
+    """An output: fed every verdict by the pipeline; `state()` says whether the good parts drift.
+    `on_change(state)` is called (in the pipeline's thread) when drift starts or ends."""
+
+    name = "drift watch"
+
+    def __init__(self, reference_density: np.ndarray, reference_error: np.ndarray, stats: GoodStatistics,
+                 window: int = DRIFT_WINDOW, min_parts: int = DRIFT_MIN_PARTS, shift_limit: float = SHIFT_LIMIT,
+                 frr_limit: float = FRR_LIMIT, reject_limit: float = REJECT_LIMIT,
+                 on_change: Callable[[DriftState], None] | None = None):
+        super().__init__()
+        self.reference = (np.asarray(reference_density, float), np.asarray(reference_error, float))
+        self.stats = stats
+        self.min_parts, self.shift_limit, self.frr_limit, self.reject_limit = min_parts, shift_limit, frr_limit, \
+            reject_limit
+        self._rejects: collections.deque[bool] = collections.deque(maxlen=window)  # every recent part
+        self.on_change = on_change
+        self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
+        self.history: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=2000)  # time, shifts
+        self.latest: DriftState | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_bundle(cls, bundle, **options) -> "DriftWatch":
+        """The calibration's held-out goods as the reference, without the outliers it left out."""
+        cal = bundle.info.calibration
+        density = np.array(cal.validation_scores.get("density", []), float)
+        error = np.array(cal.validation_scores.get("reconstruction", []), float)
+        left_out = {(o.density, o.reconstruction) for o in cal.outliers}
+        keep = np.array([(d, e) not in left_out for d, e in zip(density, error)], bool)
+        return cls(density[keep] if len(keep) else density, error[keep] if len(keep) else error,
+                   bundle.good_statistics, **options)
+
+    def put(self, verdict: Verdict) -> None:
+        self.sent += 1
+        finite = bool(np.isfinite(verdict.density) and np.isfinite(verdict.error))
+        with self._lock:
+            self._rejects.append(verdict.anomaly)
+            if not verdict.anomaly and finite:
+                self._recent.append((verdict.density, verdict.error))
+            if len(self._rejects) < self.min_parts or not len(self.reference[0]):
+                return
+            state = self.assess(np.array(self._recent).reshape(-1, 2), verdict.thresholds,
+                                float(np.mean(self._rejects)))
+            previous, self.latest = self.latest, state
+            self.history.append((verdict.time, state.density_shift, state.error_shift))
+        started_or_ended = (previous is None and state.drifting) or \
+            (previous is not None and previous.drifting != state.drifting)
+        if started_or_ended and self.on_change is not None:
+            self.on_change(state)
+
+    def assess(self, recent: np.ndarray, thresholds: Thresholds, reject_rate: float = 0.0) -> DriftState:
+        """Compare the recent good parts' scores (n, 2) with the calibration's goods."""
+        too_many_rejects = reject_rate > self.reject_limit
+        if len(recent) < self.min_parts // 2:  # the drift may have made nearly every part fail
+            return DriftState(len(recent), float("nan"), float("nan"), float("nan"), too_many_rejects, reject_rate)
+        s = self.stats
+        density_shift = (float(np.median(recent[:, 0])) - s.density_median) / s.density_spread
+        error_shift = (float(np.median(recent[:, 1])) - s.error_median) / s.error_spread
+        frr = self.estimated_frr(density_shift, error_shift, thresholds)
+        # Against the same goods unmoved: calibration images at or beyond today's thresholds (a small
+        # calibration set, thresholds turned by the knobs) are not drift.
+        baseline = self.estimated_frr(0.0, 0.0, thresholds)
+        # A median of n scores wanders by about 1.25 / sqrt(n) spreads by chance: a rise of the estimate
+        # counts only when the shift behind it is three times that (30 parts: 0.7 spreads).
+        worse = max(-density_shift, error_shift)
+        significant = worse > 3 * 1.2533 / np.sqrt(len(recent))
+        drifting = worse > self.shift_limit or (significant and frr - baseline > self.frr_limit) or too_many_rejects
+        return DriftState(len(recent), density_shift, error_shift, frr, drifting, reject_rate)
+
+    def estimated_frr(self, density_shift: float, error_shift: float, thresholds: Thresholds) -> float:
+        """The share of the calibration's goods the thresholds would reject if they moved by these
+        shifts, each good blurred by a quarter spread (a kernel estimate: a handful of held-out images
+        does not make the estimate jump by one image's share at a time)."""
+        s = self.stats
+        density = self.reference[0] + density_shift * s.density_spread
+        error = self.reference[1] + error_shift * s.error_spread
+        low_density = ndtr((thresholds.density - density) / (0.25 * s.density_spread))
+        high_error = ndtr((error - thresholds.reconstruction) / (0.25 * s.error_spread))
+        rejected = low_density * high_error if thresholds.rule == "and" else \
+            1.0 - (1.0 - low_density) * (1.0 - high_error)
+        return float(rejected.mean())
+
+    def state(self) -> str:
+        if self.latest is None:
+            return f"collecting ({len(self._recent)} of {self.min_parts} good parts)"
+        return self.latest.describe() if self.latest.drifting else "ok"
+
+
+def drift_watch(bundle, publishers: list, say: Callable[[str], None] | None = None, **options) -> DriftWatch:
+    """A drift watch for `bundle` that tells `say` and sends a `drift` message to each publisher
+    when drift starts or ends."""
+    def changed(state: DriftState) -> None:
+        if say is not None:
+            say(state.describe() if state.drifting else "drift over: " + state.describe())
+        for publisher in publishers:
+            publisher.put_event(state.to_json())
+
+    return DriftWatch.for_bundle(bundle, on_change=changed, **options)

@@ -1,0 +1,149 @@
+"""Drift watch: today's good parts compared with the calibration's; a light change part-way through
+the synthetic stream raises it (banner, message to publishers), an unchanged stream does not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.drift import DriftWatch, drift_watch
+from app.inspector import Inspector
+from app.outputs import QueuedOutput
+from capture.sources import SyntheticSource
+from model_builder.bundle import load_bundle
+from model_builder.scoring import GoodStatistics, Thresholds
+
+
+class Events(QueuedOutput):
+    """A publisher that keeps the events it is sent."""
+
+    name = "events"
+
+    def __init__(self):
+        self.events = []
+        super().__init__()
+
+    def send(self, verdict) -> None:
+        pass
+
+    def send_event(self, event: dict) -> None:
+        self.events.append(event)
+
+
+def test_the_estimate_follows_a_shift_of_the_good_scores():
+    rng = np.random.default_rng(0)
+    ref_d, ref_e = rng.normal(-50, 2, 300), rng.normal(0.5, 0.05, 300)
+    stats = GoodStatistics.from_scores(ref_d, ref_e)
+    t = Thresholds(float(np.quantile(ref_d, 0.005)), float(np.quantile(ref_e, 0.995)), "or")
+    watch = DriftWatch(ref_d, ref_e, stats)
+    same = watch.assess(np.c_[rng.normal(-50, 2, 200), rng.normal(0.5, 0.05, 200)], t)
+    moved = watch.assess(np.c_[rng.normal(-56, 2, 200), rng.normal(0.5, 0.05, 200)], t)
+    assert not same.drifting and same.estimated_frr < 0.03 and abs(same.density_shift) < 0.3
+    assert moved.drifting and moved.density_shift < -2 and moved.estimated_frr > 0.3
+
+
+def verdicts(density: np.ndarray, error: np.ndarray, thresholds: Thresholds):
+    """Verdict records as the pipeline makes them, for given scores."""
+    from app.verdict import Verdict
+    from capture.sources import Frame
+    from model_builder.scoring import is_anomaly
+
+    anomaly = is_anomaly(density, error, thresholds)
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), 0, 0.0)
+    for i, (d, e, a) in enumerate(zip(density, error, anomaly), start=1):
+        yield Verdict(i, bool(a), 0.0, float(d), float(e), thresholds, "m", "test", frame, (0, 0, 8, 8),
+                      np.zeros((8, 8, 3)), None, np.zeros((8, 8)), 0.0, time=float(i))
+
+
+def reference(rng):
+    ref_d, ref_e = rng.normal(-50, 2, 60), rng.normal(0.5, 0.05, 60)
+    t = Thresholds(float(np.quantile(ref_d, 0.01)), float(np.quantile(ref_e, 0.99)), "or")
+    return ref_d, ref_e, t
+
+
+def test_a_shift_part_way_raises_drift_after_it_and_tells_the_publishers():
+    """Good parts whose density falls by 1.5 spreads from part 300 on (new lamps): at 1 % false rejects
+    calibrated, about 15 % of good parts would now be rejected."""
+    rng = np.random.default_rng(1)
+    ref_d, ref_e, t = reference(rng)
+    said, events = [], Events()
+    watch = DriftWatch(ref_d, ref_e, GoodStatistics.from_scores(ref_d, ref_e), on_change=lambda s: (
+        said.append((part[0], s.describe())), events.put_event(s.to_json())))
+    density = rng.normal(-50, 2, 600)
+    density[300:] -= 3.0
+    part = [0]
+    for v in verdicts(density, rng.normal(0.5, 0.05, 600), t):
+        part[0] = v.part
+        watch.put(v)
+    events.close()
+    print(f"\ndrift raised at part {said[0][0]} (shift from part 300): {said[0][1]}")
+    assert 300 < said[0][0] <= 400 and said[0][1].startswith("DRIFT")
+    assert events.events[0]["format"] == "gutcheck-drift/1" and events.events[0]["drifting"] is True
+    assert watch.latest.drifting and watch.latest.density_shift < -1
+
+
+def test_an_unchanged_line_raises_no_drift_and_a_flood_of_rejects_does():
+    rng = np.random.default_rng(2)
+    ref_d, ref_e, t = reference(rng)
+    watch = DriftWatch(ref_d, ref_e, GoodStatistics.from_scores(ref_d, ref_e))
+    for v in verdicts(rng.normal(-50, 2, 1000), rng.normal(0.5, 0.05, 1000), t):
+        watch.put(v)
+        assert watch.latest is None or not watch.latest.drifting, watch.latest
+    print(f"\nunchanged: {watch.latest.describe()}")
+    flood = DriftWatch(ref_d, ref_e, GoodStatistics.from_scores(ref_d, ref_e))
+    for v in verdicts(rng.normal(-70, 2, 100), rng.normal(0.5, 0.05, 100), t):  # nearly every part fails
+        flood.put(v)
+    assert flood.latest.drifting and flood.latest.reject_rate > 0.9
+
+
+def test_the_pipeline_feeds_the_watch_and_a_light_change_moves_the_good_parts(tiny_bundle):
+    """Through the real pipeline and model: the same stream with the light changed from part 30 on
+    moves the good parts' scores further from the calibration than the unchanged stream."""
+    bundle = load_bundle(tiny_bundle)
+    shifts = {}
+    for light in (1.0, 1.5):
+        watch = drift_watch(bundle, [], window=300)
+        Inspector(bundle, SyntheticSource(seed=21, parts=80, defects=0.0, light_from=30, light=light), "part",
+                  [watch]).run()
+        shifts[light] = watch.latest
+    print(f"\nunchanged: {shifts[1.0].describe()}\nlight x1.5 from part 30: {shifts[1.5].describe()}")
+    assert shifts[1.5].reject_rate > shifts[1.0].reject_rate
+
+
+def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_bundle, tmp_path):
+    """After the light changed, the log's good parts give new thresholds; the settings file is only
+    touched with --write, and then keeps its other settings."""
+    import subprocess
+    import sys
+
+    from app.inspection_log import InspectionLog
+    from app.outputs import LogOutput
+
+    bundle = load_bundle(tiny_bundle)
+    log = InspectionLog(tmp_path / "log")
+    inspector = Inspector(bundle, SyntheticSource(seed=5, parts=90, defects=0.0, light_from=1, light=1.05), "part",
+                          [LogOutput(log)])
+    inspector.run()
+    inspector.close_outputs()
+    log.close()
+    settings = tmp_path / "gutcheck-settings.toml"
+    settings.write_text('source = "cam:1"\n')
+
+    def gutcheck(*args):
+        return subprocess.run([sys.executable, "-m", "app.cli", "recalibrate", "--model", str(tiny_bundle),
+                               "--log-dir", str(tmp_path / "log"), *args], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=300)
+
+    proc = gutcheck()
+    print("\n" + proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert "proposed: density <" in proc.stdout and "nothing written" in proc.stdout
+    assert settings.read_text() == 'source = "cam:1"\n'
+    assert list((tmp_path / "log").glob("recalibration-*.png"))
+    proc = gutcheck("--write", str(settings))
+    assert proc.returncode == 0, proc.stderr
+    from app.settings import load_settings
+
+    written = load_settings(settings)
+    assert written.source == "cam:1" and written.density_threshold != 0.0 and written.model == str(tiny_bundle)
+    missing = gutcheck("--log-dir", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no inspection log there" in missing.stderr
