@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test system-deps venv bench clean-venv
+.PHONY: demo test system-deps venv bench screenshots clean-venv
 
 demo: $(STAMP)
 	$(BIN)/gutcheck demo
@@ -18,6 +18,10 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(BIN)/python bench/detection.py
+
+# The README's pictures: a detector v2 model on the synthetic nut, its report's heatmaps, the dashboard.
+screenshots: $(STAMP) system-deps
+	$(BIN)/python docs/refresh_images.py
 
 venv: $(STAMP)
 

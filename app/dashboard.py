@@ -132,7 +132,7 @@ class Dashboard:
         self.chart_canvas = tk.Canvas(left, width=480, height=150, background="white", highlightthickness=0)
         self.chart_canvas.grid(row=3, column=0, columnspan=3, pady=(6, 0))
         self.drift_banner = tk.Label(left, text="drift watch: waiting for good parts", anchor="w", fg=GREY,
-                                     font=("TkDefaultFont", 10, "bold"))
+                                     font=("TkDefaultFont", 9, "bold"), wraplength=470, justify="left")
         self.drift_banner.grid(row=4, column=0, columnspan=3, sticky="ew", pady=(6, 0))
         self.drift_canvas = tk.Canvas(left, width=480, height=80, background="white", highlightthickness=0)
         self.drift_canvas.grid(row=5, column=0, columnspan=3)
