@@ -379,7 +379,7 @@ def parser() -> argparse.ArgumentParser:
                                     "a settings file only with --write.")
     rc.add_argument("--model", required=True, help="model bundle folder")
     rc.add_argument("--log-dir", required=True, help="inspection log folder (inspections.sqlite)")
-    rc.add_argument("--last", type=int, default=500, help="use the last N good parts (default 500)")
+    rc.add_argument("--last", type=int, default=200, help="use the last N parts of this model (default 200)")
     rc.add_argument("--target-frr", type=float, help="false-reject rate (default: the bundle's calibration target)")
     rc.add_argument("--write", metavar="SETTINGS", help="write the proposal into this settings file (TOML)")
     rc.set_defaults(func=cmd_recalibrate)

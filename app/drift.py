@@ -33,6 +33,16 @@ FRR_LIMIT = 0.05  # rise of the estimated false-reject rate at today's threshold
 REJECT_LIMIT = 0.3  # share of all recent parts rejected: when the drift makes most goods fail, few are left
 
 
+def calibration_goods(bundle) -> tuple[np.ndarray, np.ndarray]:
+    """Density and error of the calibration's held-out good images, without the outliers it left out."""
+    cal = bundle.info.calibration
+    density = np.array(cal.validation_scores.get("density", []), float)
+    error = np.array(cal.validation_scores.get("reconstruction", []), float)
+    left_out = {(o.density, o.reconstruction) for o in cal.outliers}
+    keep = np.array([(d, e) not in left_out for d, e in zip(density, error)], bool)
+    return (density[keep], error[keep]) if len(keep) else (density, error)
+
+
 @dataclass(frozen=True)
 class DriftState:
     parts: int  # recent good parts compared
@@ -82,14 +92,7 @@ class DriftWatch(Output):
 
     @classmethod
     def for_bundle(cls, bundle, **options) -> "DriftWatch":
-        """The calibration's held-out goods as the reference, without the outliers it left out."""
-        cal = bundle.info.calibration
-        density = np.array(cal.validation_scores.get("density", []), float)
-        error = np.array(cal.validation_scores.get("reconstruction", []), float)
-        left_out = {(o.density, o.reconstruction) for o in cal.outliers}
-        keep = np.array([(d, e) not in left_out for d, e in zip(density, error)], bool)
-        return cls(density[keep] if len(keep) else density, error[keep] if len(keep) else error,
-                   bundle.good_statistics, **options)
+        return cls(*calibration_goods(bundle), bundle.good_statistics, **options)
 
     def put(self, verdict: Verdict) -> None:
         self.sent += 1

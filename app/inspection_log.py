@@ -105,13 +105,14 @@ class InspectionLog:
                                    (n,)).fetchall()
         return [dict(zip(COLUMNS, r)) for r in rows]
 
-    def good_scores(self, model_id: str, limit: int = 500) -> tuple[np.ndarray, np.ndarray]:
-        """Density and reconstruction error of the last `limit` parts judged good by model `model_id`."""
+    def recent_scores(self, model_id: str, limit: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Density, reconstruction error and verdict (True: anomaly) of the last `limit` parts inspected
+        by model `model_id`, oldest first."""
         with self._lock:
-            rows = self.db.execute("SELECT density, reconstruction_error FROM inspections WHERE verdict='ok' AND "
+            rows = self.db.execute("SELECT density, reconstruction_error, verdict='anomaly' FROM inspections WHERE "
                                    "model_id=? ORDER BY id DESC LIMIT ?", (model_id, limit)).fetchall()
-        scores = np.array(rows, dtype=float).reshape(-1, 2)
-        return scores[:, 0], scores[:, 1]
+        scores = np.array(rows[::-1], dtype=float).reshape(-1, 3)
+        return scores[:, 0], scores[:, 1], scores[:, 2].astype(bool)
 
     def model_ids(self) -> list[str]:
         with self._lock:

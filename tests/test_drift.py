@@ -110,7 +110,7 @@ def test_the_pipeline_feeds_the_watch_and_a_light_change_moves_the_good_parts(ti
 
 
 def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_bundle, tmp_path):
-    """After the light changed, the log's good parts give new thresholds; the settings file is only
+    """The log gives new thresholds; the settings file is only
     touched with --write, and then keeps its other settings."""
     import subprocess
     import sys
@@ -120,7 +120,7 @@ def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_
 
     bundle = load_bundle(tiny_bundle)
     log = InspectionLog(tmp_path / "log")
-    inspector = Inspector(bundle, SyntheticSource(seed=5, parts=90, defects=0.0, light_from=1, light=1.05), "part",
+    inspector = Inspector(bundle, SyntheticSource(seed=5, parts=90, defects=0.0), "part",
                           [LogOutput(log)])
     inspector.run()
     inspector.close_outputs()
@@ -147,3 +147,42 @@ def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_
     assert written.source == "cam:1" and written.density_threshold != 0.0 and written.model == str(tiny_bundle)
     missing = gutcheck("--log-dir", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no inspection log there" in missing.stderr
+
+
+def test_the_proposal_follows_the_good_parts_and_warns_when_they_moved_very_far(tiny_bundle, tmp_path):
+    """Logged parts: the calibration's goods moved 1.5 spreads down in density, with 10 % defects far
+    off. The proposal must bring the moved goods' false rejects back near the target; a log whose
+    parts moved very far says to look before writing."""
+    from app.drift import calibration_goods
+    from app.inspection_log import Inspection, InspectionLog
+    from app.recalibrate import propose
+    from model_builder.scoring import is_anomaly
+
+    bundle = load_bundle(tiny_bundle)
+    t, stats = bundle.thresholds, bundle.good_statistics
+    ref_d, ref_e = calibration_goods(bundle)
+    rng = np.random.default_rng(3)
+    pick = rng.integers(len(ref_d), size=180)
+    good_d = ref_d[pick] - 1.5 * stats.density_spread + rng.normal(0, 0.1 * stats.density_spread, 180)
+    good_e = ref_e[pick]
+    log = InspectionLog(tmp_path / "log")
+
+    def add(d, e):
+        anomaly = bool(is_anomaly(np.array([d]), np.array([e]), t)[0])
+        log.add(Inspection(0, anomaly, float(d), float(e), t.density, t.reconstruction, t.rule,
+                           bundle.info.model_id, "test", None))
+
+    for d, e in zip(good_d, good_e):
+        add(d, e)
+    for _ in range(20):  # defects: far off in density
+        add(stats.density_median - 30 * stats.density_spread, stats.error_median)
+    proposal = propose(bundle, log)
+    before = is_anomaly(good_d, good_e, t).mean()
+    after = is_anomaly(good_d, good_e, proposal.proposed).mean()
+    print(f"\nmoved goods rejected: {before:.0%} now, {after:.0%} with the proposal (shift "
+          f"{proposal.density_shift:+.2f} spreads)")
+    assert before > 0.3 and after < 0.1 and -1.8 < proposal.density_shift < -1.2
+    for _ in range(300):  # then a part that looks different: far off, and most of the log
+        add(stats.density_median - 30 * stats.density_spread, stats.error_median)
+    assert any(line.startswith("warning: the parts moved more than") for line in propose(bundle, log).lines())
+    log.close()
