@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from app.outputs import QueuedOutput
 from app.verdict import Verdict
@@ -216,7 +216,9 @@ class WebhookOutput(QueuedOutput):
         if not parts.hostname:
             raise GutcheckError(f"{url}: no host (http://HOST/PATH)")
         options = _query(url)
-        self.url = url.split("?")[0] if "ca" in options else url
+        # `ca` is ours (the CA file to trust); any other query is the webhook's own and is kept
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "ca"]
+        self.url = parts._replace(query=urlencode(kept)).geturl()
         self.name = f"webhook {parts.hostname}{parts.path}"
         self.station = station
         self.token = secrets.webhook_token

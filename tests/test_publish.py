@@ -305,7 +305,8 @@ def test_webhook_gets_every_verdict_once_in_order_with_the_token_and_https_is_ve
     server = serve(certs)
     Receiver.bodies = []
     try:
-        trusted = WebhookOutput(f"https://localhost:{server.server_port}/v?ca={certs['ca']}", "st", Secrets())
+        trusted = WebhookOutput(f"https://localhost:{server.server_port}/v?line=4&ca={certs['ca']}", "st", Secrets())
+        assert trusted.url == f"https://localhost:{server.server_port}/v?line=4"  # its own query kept, ours not
         untrusted = WebhookOutput(f"https://localhost:{server.server_port}/v", "st", Secrets(), retries_s=())
         inspector = inspect(bundle, [trusted, untrusted], 5)
         trusted.close(30)
