@@ -81,7 +81,11 @@ def identify(url: str, listen_s: float = 1.2, answer_s: float = 3.0) -> Device:
         while time.monotonic() < end:
             readings = knobs.feed(port.read(256))
             if readings:
-                return Device(url, "knobs", _knob_format(readings[-1]), 2 if readings[-1].seq is not None else 1)
+                return Device(url, "knobs", _knob_format(readings[-1]),
+                              protocol.VERSION if readings[-1].seq is not None else 1)
+            if knobs.old_frames:
+                return Device(url, "knobs", "protocol version 2 frames (CRC-8, `*CC`): flash the current knob "
+                              "box sketch", 2)
         end, asked = time.monotonic() + answer_s, 0.0
         while time.monotonic() < end:
             if time.monotonic() - asked > 0.5:

@@ -287,12 +287,13 @@ def test_garbage_is_counted_and_ignored(device, link):
     link.resume()
     device.pins.wait("EN", 0, 1.0)
     # a defect verdict whose checksum is written in lower case: garbage, never acted on
-    body = next(f"V,9,1,{n}" for n in range(1, 100) if any(c in "ABCDEF" for c in f"{protocol.crc8(f'V,9,1,{n}'.encode()):02X}"))
-    lower = b"$" + body.encode() + b"*" + f"{protocol.crc8(body.encode()):02x}".encode() + b"\n"
-    for junk in (b"$V,9,1*00\n", b"hello\n", b"1", b"$" + b"9" * 80 + b"\n", protocol.frame("V,9,7"), lower):
+    body = next(f"V,9,1,{n}" for n in range(1, 100) if any(c in "ABCDEF" for c in f"{protocol.crc16(f'V,9,1,{n}'.encode()):04X}"))
+    lower = b"$" + body.encode() + b"*" + f"{protocol.crc16(body.encode()):04x}".encode() + b"\n"
+    crc8_framed = b"$" + body.encode() + b"*%02X\n" % protocol.crc8(body.encode())  # a version 2 PC's defect
+    for junk in (b"$V,9,1*0000\n", crc8_framed, b"hello\n", b"1", b"$" + b"9" * 80 + b"\n", protocol.frame("V,9,7"), lower):
         link.link.write(junk)
     link.request_status()
-    wait_for(lambda: link.status is not None and link.status.errors >= 6)
+    wait_for(lambda: link.status is not None and link.status.errors >= 7)
     assert device.pins.level["EN"] == 0  # nothing acted on
 
 

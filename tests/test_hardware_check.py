@@ -10,10 +10,11 @@ import time
 import pytest
 
 from app.hardware_check import HardwareCheck, identify
+from app.links import protocol
 from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
 from tests import firmware
 from tests.test_conformance import EMULATOR_PTY, process_device
-from tests.test_links import DeafModel
+from tests.test_links import DeafModel, OldConveyorModel
 
 
 class Technician:
@@ -85,6 +86,36 @@ def test_identify_tells_a_silent_port_from_a_device(tmp_path, knob_box):
     knob_box.silent = True
     device = identify(str(knob_box.path), listen_s=0.6, answer_s=0.6)
     assert device.kind == ""
+
+
+class OldKnobBox(KnobBoxSimulator):
+    """A version 2 knob box: CRC-8 frames (`*CC`)."""
+
+    def _line(self) -> bytes:
+        body = protocol.knob_frame(self.seq, self.a, self.b)[1:].split(b"*")[0]
+        return b"$" + body + b"*%02X\n" % protocol.crc8(body)
+
+
+def test_devices_on_old_firmware_are_named_and_fail_the_check(tmp_path):
+    box = OldKnobBox(tmp_path / "old-knobs").start()
+    sim = ConveyorSimulator(tmp_path / "old-conveyor")
+    sim.model = OldConveyorModel()
+    sim.start()
+    try:
+        knobs = identify(str(box.path))
+        assert (knobs.kind, knobs.version) == ("knobs", 2) and "flash the current knob box sketch" in knobs.detail
+        conveyor = identify(str(sim.path))
+        assert (conveyor.kind, conveyor.version) == ("conveyor", 2)
+        tech = Technician(box)
+        report = HardwareCheck(tech.say, conveyor_url=str(sim.path), knobs_url=str(box.path),
+                               rest_s=0.6, sweep_s=2).run()
+        assert not report.ok
+        failed = {r.name for r in report.results if not r.ok}
+        assert {"knob box protocol", "conveyor protocol"} <= failed, "\n".join(tech.lines)
+        assert sim.model.state != "R"  # never ran the old conveyor's belt
+    finally:
+        box.close()
+        sim.close()
 
 
 def test_check_against_the_emulated_uno(tmp_path, knob_box):

@@ -198,13 +198,24 @@ class DeafModel(ConveyorModel):
 
 
 class OldConveyorModel(ConveyorModel):
-    """A version 1 conveyor: its status has no version field."""
+    """A version 2 conveyor: CRC-8 frames (`*CC`) both ways, so it never understands this PC."""
+
+    def _send(self, body: str) -> None:
+        self.out += b"$" + body.encode() + b"*%02X\n" % protocol.crc8(body.encode())
+
+    def _line(self, line: bytes, now: float) -> None:
+        body = protocol.old_frame_body(line)
+        super()._line(protocol.frame(body)[:-1] if body else b"", now)
+
+
+class FirstConveyorModel(OldConveyorModel):
+    """A version 1 conveyor: CRC-8 frames and no version field in its status."""
 
     def _status(self) -> None:
         self._send(f"S,{self.state},{self.steps_per_s},{self.last_seq},{self.errors}")
 
 
-@pytest.mark.parametrize("model", [DeafModel, OldConveyorModel])
+@pytest.mark.parametrize("model", [DeafModel, OldConveyorModel, FirstConveyorModel])
 def test_conveyor_that_does_not_take_verdicts_is_stopped(tmp_path, model):
     """Any doubt that verdicts reach the conveyor stops the belt: an unacknowledged verdict, or a
     conveyor on an older protocol version."""
@@ -220,8 +231,9 @@ def test_conveyor_that_does_not_take_verdicts_is_stopped(tmp_path, model):
         wait_for(lambda: sim.model.state in ("C", "T", "D", "W") and link.holding, 3.0)
         time.sleep(1.2)  # past the conveyor's watchdog: whatever happened, the belt is not running
         assert sim.model.state != "R" and link.holding
-        if model is OldConveyorModel:
+        if model is not DeafModel:
             assert not link.resume()  # it would run without heartbeats until the watchdog stopped it
+            assert "flash the current firmware" in link.holding
         print(f"\n{model.__name__}: belt {sim.model.state}, link holding: {link.holding}")
     finally:
         link.close()

@@ -1,19 +1,19 @@
 // Conveyor logic, shared by the Uno sketch and the host test build. No Arduino calls here:
 // time comes in as milliseconds, bytes come in one at a time, replies go out through a queue.
-// Protocol: docs/protocols.md (version 2).
+// Protocol: docs/protocols.md (version 3).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
 namespace gc {
 
-const uint8_t kMaxLine = 48;
-const uint8_t kProtocolVersion = 2;  // sent as the last field of every status line
+const uint8_t kMaxLine = 48;  // a frame without its '$' and newline: body, '*', four check digits
+const uint8_t kProtocolVersion = 3;  // sent as the last field of every status line
 
-// CRC-8 (polynomial 0x07, initial 0) of n bytes.
-uint8_t checksum(const char* s, size_t n);
+// CRC-16/CCITT-FALSE (polynomial 0x1021, initial 0xFFFF) of n bytes.
+uint16_t checksum(const char* s, size_t n);
 
-// Writes "$<body>*CC\n" into out (NUL-terminated); returns its length, 0 if it does not fit.
+// Writes "$<body>*CCCC\n" into out (NUL-terminated); returns its length, 0 if it does not fit.
 size_t frame(const char* body, char* out, size_t cap);
 
 enum class Input : uint8_t { None, Frame, Compat0, Compat1, Garbage };

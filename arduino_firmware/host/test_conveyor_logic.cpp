@@ -26,14 +26,14 @@ static std::string output(Conveyor& c) {
 }
 
 static void test_frame_and_checksum() {
-  CHECK(gc::checksum("123456789", 9) == 0xF4);  // CRC-8/SMBUS check value, as app/links/protocol.py
-  CHECK(framed("H") == "$H*FF\n");  // CRC-8/0x07 of "H"
+  CHECK(gc::checksum("123456789", 9) == 0x29B1);  // CRC-16/CCITT-FALSE check value, as app/links/protocol.py
+  CHECK(framed("H") == "$H*283C\n");  // CRC-16/CCITT-FALSE of "H"
   CHECK(framed("V,12,1") == std::string("$V,12,1*") + [] {
-    char b[3];
-    std::snprintf(b, 3, "%02X", gc::checksum("V,12,1", 6));
+    char b[5];
+    std::snprintf(b, 5, "%04X", gc::checksum("V,12,1", 6));
     return std::string(b);
   }() + "\n");
-  char tiny[4];
+  char tiny[10];  // "$VERYLONG" alone is 9 bytes
   CHECK(gc::frame("VERYLONG", tiny, sizeof tiny) == 0);
 }
 
@@ -50,9 +50,11 @@ static void test_reader_rejects_garbage() {
   };
   CHECK(feed_all(framed("H")).first == gc::Input::Frame);
   CHECK(std::strcmp(r.body(), "H") == 0);
-  CHECK(feed_all("$H*49\n").first == gc::Input::Garbage);       // bad checksum
+  CHECK(feed_all("$H*283D\n").first == gc::Input::Garbage);     // bad checksum
+  CHECK(feed_all("$H*283c\n").first == gc::Input::Garbage);     // lower-case check digits
+  CHECK(feed_all("$H*FF\n").first == gc::Input::Garbage);       // a version 2 (CRC-8) frame
   CHECK(feed_all("$H\n").first == gc::Input::Garbage);          // no checksum
-  CHECK(feed_all("$" + std::string(60, 'A') + "*00\n").first == gc::Input::Garbage);  // overlong
+  CHECK(feed_all("$" + std::string(60, 'A') + "*0000\n").first == gc::Input::Garbage);  // overlong
   CHECK(feed_all("$V,1" + framed("H")).second == 1);            // cut frame, then a good one
   CHECK(std::strcmp(r.body(), "H") == 0);
   CHECK(r.feed('1') == gc::Input::Compat1);
@@ -195,7 +197,7 @@ static void test_status_and_speed() {
   Conveyor c;
   send(c, framed("P,1200"), 0);
   CHECK(c.steps_per_s() == 1200);
-  CHECK(output(c).find(framed("S,W,1200,0,0,2")) != std::string::npos);  // last field: protocol version
+  CHECK(output(c).find(framed("S,W,1200,0,0,3")) != std::string::npos);  // last field: protocol version
   c.tick(500);
   CHECK(output(c).find("$S,W,1200") != std::string::npos);
   send(c, framed("X"), 600);
@@ -219,7 +221,7 @@ static void test_prototype_compat() {
 static void test_bare_verdict_bytes_need_compat_mode() {
   Conveyor c;
   send(c, framed("R"), 0);
-  send(c, "V,12,1*00\n", 1);  // a frame whose '$' was lost: its '1's must not count as verdicts
+  send(c, "V,12,1*0000\n", 1);  // a frame whose '$' was lost: its '1's must not count as verdicts
   c.feed('1', 2);
   CHECK(c.running());
   CHECK(c.verdicts_acted() == 0);

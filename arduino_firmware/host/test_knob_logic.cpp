@@ -50,16 +50,16 @@ static void test_ends_are_reachable() {
 }
 
 static void test_line_format_and_heartbeat() {
-  CHECK(kb::checksum("123456789", 9) == 0xF4);  // CRC-8/SMBUS check value, as app/links/protocol.py
+  CHECK(kb::checksum("123456789", 9) == 0x29B1);  // CRC-16/CCITT-FALSE check value, as app/links/protocol.py
   kb::Reporter r(500);
   char line[64];
   CHECK(r.due(0, 10, 20));
   size_t n = r.format(0, 10, 20, false, line, sizeof line);
   CHECK(n > 0);
   CHECK(std::strncmp(line, "$K,0,10,20*", 11) == 0);
-  char cs[3];
-  std::snprintf(cs, 3, "%02X", kb::checksum("K,0,10,20", 9));
-  CHECK(std::string(line + 11, 3) == std::string(cs) + "\n");
+  char cs[5];
+  std::snprintf(cs, 5, "%04X", kb::checksum("K,0,10,20", 9));
+  CHECK(std::string(line + 11, 5) == std::string(cs) + "\n");
   CHECK(!r.due(100, 10, 20));
   CHECK(r.due(100, 11, 20));
   CHECK(r.due(500, 10, 20));

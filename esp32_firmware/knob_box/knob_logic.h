@@ -1,5 +1,5 @@
 // Knob box logic, shared by the ESP32 sketch and the host test build. No Arduino calls here.
-// Protocol: docs/protocols.md (version 1).
+// Protocol: docs/protocols.md (version 3).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -37,7 +37,7 @@ class Reporter {
   uint8_t seq_ = 0;
 };
 
-uint8_t checksum(const char* s, size_t n);  // CRC-8, polynomial 0x07, initial 0
+uint16_t checksum(const char* s, size_t n);  // CRC-16/CCITT-FALSE: polynomial 0x1021, initial 0xFFFF
 uint16_t permille_to_raw(uint16_t permille);  // for the prototype's 12-bit lines
 
 }  // namespace kb
