@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from capture.errors import GutcheckError
+from model_builder.runtime import RUNTIME_CHOICES
 
 
 def _quiet_tensorflow() -> None:
@@ -175,7 +176,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     if args.source:  # a live line: tell when its good parts stop scoring like the calibration's
         outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
                                                                            flush=True)))
-    inspector = Inspector(bundle, source, args.mode, outputs)
+    inspector = Inspector(bundle, source, args.mode, outputs, runtime=args.runtime)
     try:
         inspector.run()
     except KeyboardInterrupt:
@@ -186,6 +187,8 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         if log is not None:
             log.close()
     conveyor = next((o for o in outputs if isinstance(o, ConveyorOutput)), None)
+    if inspector.scorer.runtime_note:
+        print(f"gutcheck: network on {inspector.scorer.runtime_note}", file=sys.stderr)
     for output in outputs[1:]:
         if output.name != "drift watch":
             print(f"gutcheck: {output.summary()}", file=sys.stderr)
@@ -330,9 +333,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise GutcheckError("no display: the dashboard needs a screen (use 'gutcheck inspect' headless)")
     return run_dashboard(model=args.model, source=args.source, knobs=args.knobs, conveyor=args.conveyor,
                          mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir),
-                         publish=args.publish or [], station=args.station)
+                         publish=args.publish or [], station=args.station, runtime=args.runtime)
 
 
+RUNTIME_HELP = ("where the network runs: auto (OpenVINO when its outputs match TensorFlow's, else TensorFlow; "
+                "default), tensorflow, openvino")
 PUBLISH_HELP = ("publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., http(s)://URL or folder:PATH "
                 "(repeatable; docs/outputs.md); secrets from GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD / "
                 "GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
@@ -475,6 +480,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--publish", action="append", metavar="URL", help=PUBLISH_HELP)
     i.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     i.add_argument("--settings", help="settings file with publish URLs, station name and secrets (TOML)")
+    i.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     i.set_defaults(func=cmd_inspect)
 
     d = sub.add_parser("dashboard", help="the live inspection dashboard",
@@ -490,6 +496,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--log-dir", default="inspections", help="inspection log folder (SQLite + images)")
     d.add_argument("--publish", action="append", metavar="URL", help=PUBLISH_HELP)
     d.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
+    d.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     d.set_defaults(func=cmd_dashboard)
 
     m = sub.add_parser("demo", help="the whole chain on synthetic parts",

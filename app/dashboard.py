@@ -61,8 +61,9 @@ class Dashboard:
 
     def __init__(self, root: tk.Tk, settings_path: Path, log_folder: Path, bundle: Bundle | None = None,
                  source_spec: str | None = None, knob_link=None, conveyor_link=None, mode: str = "part",
-                 publishers: list | None = None):
+                 publishers: list | None = None, runtime: str = "auto"):
         self.root = root
+        self.runtime = runtime  # where the inspector's network runs (model_builder/runtime.py)
         self.publishers = list(publishers or [])  # outlive each inspection run; closed with the window
         self.settings_path = Path(settings_path)
         self.log = InspectionLog(log_folder)
@@ -313,7 +314,7 @@ class Dashboard:
         self.drift = drift_watch(self.bundle, self.publishers, say=lambda m: self._jobs.put(("drift", m)))
         outputs = [LogOutput(self.log), *([ConveyorOutput(self.conveyor)] if self.conveyor is not None else []),
                    *self.publishers, self.drift]
-        self.inspector = Inspector(self.bundle, source, self.mode, outputs)
+        self.inspector = Inspector(self.bundle, source, self.mode, outputs, runtime=self.runtime)
         self.apply_spinboxes()  # the thresholds on screen are the ones in force
         self.inspector.start()
         self.message(f"inspecting {source.name}")

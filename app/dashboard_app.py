@@ -14,7 +14,7 @@ from model_builder.bundle import load_bundle
 
 def run_dashboard(model: str | None, source: str | None, knobs: str | None, conveyor: str | None, mode: str,
                   settings: Path, log_dir: Path, simulate_devices: bool = False, publish: list[str] | None = None,
-                  station: str = "") -> int:
+                  station: str = "", runtime: str = "auto") -> int:
     """Open the window; with `simulate_devices` a simulated knob box and conveyor are started on ptys."""
     from app.links.conveyor_link import ConveyorLink
     from app.links.knob_link import KnobLink
@@ -58,7 +58,7 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
         while conveyor_link.link.port is None and time.monotonic() < deadline:
             time.sleep(0.02)
         conveyor_link.resume()
-    dash = Dashboard(root, settings, log_dir, bundle, source, knob_link, conveyor_link, mode, publishers)
+    dash = Dashboard(root, settings, log_dir, bundle, source, knob_link, conveyor_link, mode, publishers, runtime)
     if problem:
         dash.message(problem, error=True)
     try:

@@ -28,13 +28,16 @@ class Inspector:
     """Reads `source` in its own thread (`start`) or the caller's (`run`), scores each part (part
     mode: when the part trigger fires; continuous: every frame; a source of still images: every
     image) and hands the verdict to each of `outputs`. `verdicts` is the view's queue, `frames` the
-    newest frames for a live picture; thresholds can change at any time (`set_thresholds`)."""
+    newest frames for a live picture; thresholds can change at any time (`set_thresholds`). The network
+    runs on `runtime` (model_builder/runtime.py; `auto`: OpenVINO when it matches TensorFlow, else
+    TensorFlow), chosen at the first frame; `scorer.runtime_note` says which."""
 
-    def __init__(self, bundle: Bundle, source: Source, mode: str = "part", outputs: list[Output] | None = None):
+    def __init__(self, bundle: Bundle, source: Source, mode: str = "part", outputs: list[Output] | None = None,
+                 runtime: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.bundle = bundle
-        self.scorer = bundle.scorer
+        self.scorer = bundle.scorer_on(runtime)
         self.source = source
         self.mode = "continuous" if source.stills else mode  # still images never trip a motion trigger
         self.view = QueueOutput()

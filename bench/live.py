@@ -5,8 +5,10 @@ default and the prototype's per-frame method, and the verdict-to-serial time thr
 
 In the same run and on the same frames it times:
 - default (detector v2, `--default-size`, 384 px): Inspector.inspect(frame): preprocess, one forward pass
-  (frozen encoder, latent, the context decoder's error per position), the KDE on the latents (a memory of
-  FEATURE_MEMORY patches, as a real build keeps), verdict, the combined heatmap; nothing touches the disk;
+  (frozen encoder, latent, the context decoder's error per position) on the inspector's default runtime
+  (auto: OpenVINO when it matches TensorFlow), the KDE on the latents (a memory of FEATURE_MEMORY patches,
+  as a real build keeps), verdict, the combined heatmap; nothing touches the disk; then the same on
+  TensorFlow, the reference runtime;
 - v1 (mobilenet pixel decoder, ssim error, patch density on 288-value descriptors, 5 898 patches) and the
   prototype architecture, each with gutcheck's inspector and with the prototype's per-frame method: write the
   frame to a PNG, read it back, predict() the reconstruction, predict() the latent, evaluate() the loss, KDE
@@ -95,14 +97,14 @@ def frames(n: int, size: int = 256) -> list:
     return [Frame(render(random_spec(rng), size)[0], i, time.time()) for i in range(n)]
 
 
-def time_gutcheck(bundle, stream) -> np.ndarray:
+def time_gutcheck(bundle, stream, runtime: str = "auto") -> np.ndarray:
     from app.inspector import Inspector
     from capture.sources import Source
 
     class NoSource(Source):  # frames are handed to inspect() one by one
         name = "bench"
 
-    insp = Inspector(bundle, NoSource(), mode="continuous")
+    insp = Inspector(bundle, NoSource(), mode="continuous", runtime=runtime)
     for f in stream[:10]:
         insp.inspect(f)
     out = []
@@ -179,8 +181,11 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, TensorFlow {tf.__version__}, {args.frames} frames per run")
     stream = frames(args.frames)
     default_size = args.default_size or BuildOptions().size
-    default = time_gutcheck(make_feature_bundle(default_size), stream)
+    feature_bundle = make_feature_bundle(default_size)
+    default = time_gutcheck(feature_bundle, stream)
     print(line(f"default {default_size}² gutcheck", default), flush=True)
+    print(line(f"default {default_size}² on tensorflow", time_gutcheck(feature_bundle, stream, "tensorflow")),
+          flush=True)
     for arch in filter(None, args.architectures.split(",")):
         for size in (int(v) for v in args.sizes.split(",")):
             bundle = make_bundle(arch, size)

@@ -59,8 +59,13 @@ class Bundle:
 
     @property
     def scorer(self) -> Scorer:
+        """A scorer on TensorFlow, the reference runtime (builds, calibration, reports)."""
+        return self.scorer_on("tensorflow")
+
+    def scorer_on(self, runtime: str) -> Scorer:
+        """A scorer whose network runs on `runtime` (model_builder/runtime.py: auto, tensorflow, openvino)."""
         return Scorer(self.model, self.density, self.preprocessing, self.thresholds, self.reconstruction_score,
-                      self.map_statistics)
+                      self.map_statistics, runtime)
 
     def combined(self, density: np.ndarray, error: np.ndarray) -> np.ndarray:
         """The single anomaly score (higher = worse) that the report's ROC and `inspect` use."""

@@ -12,6 +12,7 @@ import numpy as np
 from capture.errors import GutcheckError
 from model_builder.density import Density
 from model_builder.preprocess import Preprocessing
+from model_builder.runtime import open_runtime
 
 RULES = ("and", "or")
 
@@ -227,10 +228,12 @@ class Scorer:
 
     def __init__(self, model, density: Density, preprocessing: Preprocessing, thresholds: Thresholds,
                  reconstruction_score: ReconstructionScore | None = None,
-                 map_statistics: GoodStatistics | None = None):
+                 map_statistics: GoodStatistics | None = None, runtime: str = "tensorflow"):
         self.model = model
         self.reconstruction_score = reconstruction_score or ReconstructionScore()
-        self._compiled = None
+        self.runtime = runtime  # where the network runs (model_builder/runtime.py): chosen at the first frame
+        self.runtime_note = ""  # which runtime scores, and why
+        self._network = None
         self.density = density
         self.preprocessing = preprocessing
         self.thresholds = thresholds
@@ -244,12 +247,10 @@ class Scorer:
         """Reconstruction (or error map) and latent of preprocessed inputs (n, h, w, c) in one pass."""
         if len(inputs) == 0:
             raise GutcheckError("no images to score")
-        if self._compiled is None:  # a traced graph: no per-call Python overhead on the live path
-            import tensorflow as tf
-
-            self._compiled = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        recon, latent = self._compiled(np.ascontiguousarray(inputs, dtype=np.float32))
-        return recon.numpy(), latent.numpy()
+        if self._network is None:  # in the scoring thread: converting and checking takes ~1.5 s
+            self._network, self.runtime_note = open_runtime(self.model, tuple(self.model.input_shape[1:]),
+                                                             self.runtime)
+        return self._network(inputs)
 
     def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None,
                      with_heatmaps: bool = False, keep_maps: bool = False) -> Scores:

@@ -12,7 +12,6 @@ import pytest
 
 from capture.errors import GutcheckError
 from capture.synthetic import write_dataset
-from model_builder.build import BuildOptions, build
 from model_builder.bundle import load_bundle, read_meta
 from model_builder.dataset import load_test
 
@@ -28,13 +27,8 @@ def brighter(folder, factor: float):
 
 
 @pytest.fixture(scope="module")
-def feature_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("update")
-    data = write_dataset(root / "nut", seed=3, n_train=30, n_test_good=6, n_test_defect=3, size=96)
-    options = BuildOptions(architecture="features", pretrained="none", size=64, epochs=1, latent_dim=16,
-                           decoder_width=32, density_coreset=0.25)  # a memory of a few hundred patches
-    build(data, root / "m", options, show_progress=False, log=lambda s: None)
-    return root
+def feature_bundle(small_feature_bundle):
+    return small_feature_bundle.parent  # read only: every update writes elsewhere
 
 
 def test_update_adds_new_looks_and_recalibrates_without_training(feature_bundle, tmp_path):
