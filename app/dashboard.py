@@ -64,6 +64,7 @@ class Dashboard:
                  publishers: list | None = None, runtime: str = "auto"):
         self.root = root
         self.runtime = runtime  # where the inspector's network runs (model_builder/runtime.py)
+        self._runtime_shown: Inspector | None = None  # the inspector whose runtime the status line named
         self.publishers = list(publishers or [])  # outlive each inspection run; closed with the window
         self.settings_path = Path(settings_path)
         self.log = InspectionLog(log_folder)
@@ -517,6 +518,10 @@ class Dashboard:
                 newest = v
             if newest is not None:
                 self._show_verdict(newest)
+                if self._runtime_shown is not insp and insp.scorer.runtime_note:  # chosen at the first frame
+                    self._runtime_shown = insp
+                    if str(self.status.cget("foreground")) != RED:  # an error on show stays
+                        self.message(f"inspecting {insp.source.name}; network on {insp.scorer.runtime_note}")
             try:
                 frame = insp.frames.get_nowait()
                 self._photos["live"] = photo(self._overlay(frame.image), 480)

@@ -96,14 +96,20 @@ def parity(reference: Runtime, candidate: Runtime, inputs: np.ndarray) -> float:
     return worst
 
 
+def check_runtime(choice: str) -> str:
+    """`choice` if it names a runtime choice, else a one-line GutcheckError listing them."""
+    if choice not in RUNTIME_CHOICES:
+        raise GutcheckError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {choice!r}")
+    return choice
+
+
 def open_runtime(model, input_shape: tuple[int, int, int], choice: str = "auto") -> tuple[Runtime, str]:
     """The runtime to score with and one line saying which and why.
 
     `tensorflow`: the reference. `openvino`: OpenVINO or a GutcheckError (not installed, or its
     outputs differ from TensorFlow's). `auto`: OpenVINO when it is installed and passes the parity
     check, else TensorFlow."""
-    if choice not in RUNTIME_CHOICES:
-        raise GutcheckError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {choice!r}")
+    check_runtime(choice)
     reference = TensorFlowRuntime(model, input_shape)
     if choice == "tensorflow":
         return reference, "tensorflow (chosen)"

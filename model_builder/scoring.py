@@ -12,7 +12,7 @@ import numpy as np
 from capture.errors import GutcheckError
 from model_builder.density import Density
 from model_builder.preprocess import Preprocessing
-from model_builder.runtime import open_runtime
+from model_builder.runtime import check_runtime, open_runtime
 
 RULES = ("and", "or")
 
@@ -231,7 +231,7 @@ class Scorer:
                  map_statistics: GoodStatistics | None = None, runtime: str = "tensorflow"):
         self.model = model
         self.reconstruction_score = reconstruction_score or ReconstructionScore()
-        self.runtime = runtime  # where the network runs (model_builder/runtime.py): chosen at the first frame
+        self.runtime = check_runtime(runtime)  # where the network runs (model_builder/runtime.py): chosen at the first frame
         self.runtime_note = ""  # which runtime scores, and why
         self._network = None
         self.density = density

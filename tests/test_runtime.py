@@ -77,6 +77,8 @@ def test_a_missing_openvino_leaves_tensorflow(bundle, monkeypatch):
         open_runtime(bundle.model, shape, "openvino")
     with pytest.raises(GutcheckError, match="runtime must be one of auto, tensorflow, openvino"):
         open_runtime(bundle.model, shape, "onnx")
+    with pytest.raises(GutcheckError, match="runtime must be one of"):
+        bundle.scorer_on("onnx")  # refused up front, not at the first frame in the inspection thread
 
 
 def test_inspect_says_where_the_network_ran_and_refuses_an_unknown_runtime(small_feature_bundle, small_dataset):
