@@ -518,10 +518,10 @@ class Dashboard:
                 newest = v
             if newest is not None:
                 self._show_verdict(newest)
-                if self._runtime_shown is not insp and insp.scorer.runtime_note:  # chosen at the first frame
-                    self._runtime_shown = insp
-                    if str(self.status.cget("foreground")) != RED:  # an error on show stays
-                        self.message(f"inspecting {insp.source.name}; network on {insp.scorer.runtime_note}")
+            if self._runtime_shown is not insp and insp.scorer.runtime_note:  # chosen as inspection starts
+                self._runtime_shown = insp
+                if str(self.status.cget("foreground")) != RED:  # an error on show stays
+                    self.message(f"inspecting {insp.source.name}; network on {insp.scorer.runtime_note}")
             try:
                 frame = insp.frames.get_nowait()
                 self._photos["live"] = photo(self._overlay(frame.image), 480)

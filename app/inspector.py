@@ -30,7 +30,7 @@ class Inspector:
     image) and hands the verdict to each of `outputs`. `verdicts` is the view's queue, `frames` the
     newest frames for a live picture; thresholds can change at any time (`set_thresholds`). The network
     runs on `runtime` (model_builder/runtime.py; `auto`: OpenVINO when it matches TensorFlow, else
-    TensorFlow), chosen at the first frame; `scorer.runtime_note` says which."""
+    TensorFlow), chosen as `run` starts, before the first frame; `scorer.runtime_note` says which."""
 
     def __init__(self, bundle: Bundle, source: Source, mode: str = "part", outputs: list[Output] | None = None,
                  runtime: str = "auto"):
@@ -109,6 +109,7 @@ class Inspector:
     def run(self) -> None:
         """The loop: until the source ends or `stop()`. Errors end it and are queued in `errors`."""
         try:
+            self.scorer.prepare()  # before the first part arrives, not while it waits for its verdict
             while not self._stop.is_set():
                 frame = self.source.read()
                 if frame is None:

@@ -104,7 +104,7 @@ def check_runtime(choice: str) -> str:
 
 
 def open_runtime(model, input_shape: tuple[int, int, int], choice: str = "auto") -> tuple[Runtime, str]:
-    """The runtime to score with and one line saying which and why.
+    """The runtime to score with and one line saying which and why (Scorer.prepare calls it).
 
     `tensorflow`: the reference. `openvino`: OpenVINO or a GutcheckError (not installed, or its
     outputs differ from TensorFlow's). `auto`: OpenVINO when it is installed and passes the parity

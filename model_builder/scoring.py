@@ -231,7 +231,7 @@ class Scorer:
                  map_statistics: GoodStatistics | None = None, runtime: str = "tensorflow"):
         self.model = model
         self.reconstruction_score = reconstruction_score or ReconstructionScore()
-        self.runtime = check_runtime(runtime)  # where the network runs (model_builder/runtime.py): chosen at the first frame
+        self.runtime = check_runtime(runtime)  # where the network runs (model_builder/runtime.py): chosen by prepare()
         self.runtime_note = ""  # which runtime scores, and why
         self._network = None
         self.density = density
@@ -243,13 +243,19 @@ class Scorer:
     def feature_model(self) -> bool:
         return self.reconstruction_score.kind == "feature"
 
+    def prepare(self) -> None:
+        """Choose the runtime and run one pass, so that the first part is scored as fast as the rest:
+        converting and checking takes ~1.5 s, TensorFlow's first call traces the graph."""
+        if self._network is None:
+            self._network, self.runtime_note = open_runtime(self.model, tuple(self.model.input_shape[1:]),
+                                                             self.runtime)
+            self._network(np.zeros((1, *self.model.input_shape[1:]), np.float32))
+
     def forward(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reconstruction (or error map) and latent of preprocessed inputs (n, h, w, c) in one pass."""
         if len(inputs) == 0:
             raise GutcheckError("no images to score")
-        if self._network is None:  # in the scoring thread: converting and checking takes ~1.5 s
-            self._network, self.runtime_note = open_runtime(self.model, tuple(self.model.input_shape[1:]),
-                                                             self.runtime)
+        self.prepare()
         return self._network(inputs)
 
     def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None,

@@ -17,6 +17,7 @@ from app.links.conveyor_link import ConveyorLink
 from app.links.simulators import ConveyorSimulator
 from tests import firmware
 from tests.test_links import wait_for
+from tests.test_protocol import old_frame
 
 EMULATOR_PTY = Path("/tmp/simavr-uart0")
 
@@ -289,7 +290,7 @@ def test_garbage_is_counted_and_ignored(device, link):
     # a defect verdict whose checksum is written in lower case: garbage, never acted on
     body = next(f"V,9,1,{n}" for n in range(1, 100) if any(c in "ABCDEF" for c in f"{protocol.crc16(f'V,9,1,{n}'.encode()):04X}"))
     lower = b"$" + body.encode() + b"*" + f"{protocol.crc16(body.encode()):04x}".encode() + b"\n"
-    crc8_framed = b"$" + body.encode() + b"*%02X\n" % protocol.crc8(body.encode())  # a version 2 PC's defect
+    crc8_framed = old_frame(body)  # a version 2 PC's defect
     for junk in (b"$V,9,1*0000\n", crc8_framed, b"hello\n", b"1", b"$" + b"9" * 80 + b"\n", protocol.frame("V,9,7"), lower):
         link.link.write(junk)
     link.request_status()

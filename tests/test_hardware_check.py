@@ -15,6 +15,7 @@ from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
 from tests import firmware
 from tests.test_conformance import EMULATOR_PTY, process_device
 from tests.test_links import DeafModel, OldConveyorModel
+from tests.test_protocol import old_frame
 
 
 class Technician:
@@ -92,8 +93,7 @@ class OldKnobBox(KnobBoxSimulator):
     """A version 2 knob box: CRC-8 frames (`*CC`)."""
 
     def _line(self) -> bytes:
-        body = protocol.knob_frame(self.seq, self.a, self.b)[1:].split(b"*")[0]
-        return b"$" + body + b"*%02X\n" % protocol.crc8(body)
+        return old_frame(protocol.knob_frame(self.seq, self.a, self.b)[1:].split(b"*")[0])
 
 
 def test_devices_on_old_firmware_are_named_and_fail_the_check(tmp_path):

@@ -16,6 +16,7 @@ from app.links.knob_link import KnobLink
 from app.links.protocol import KnobReading
 from app.links.serial_link import CONNECTED, LOST, STALE
 from app.links.simulators import ConveyorModel, ConveyorSimulator, KnobBoxSimulator
+from tests.test_protocol import old_frame
 
 
 def wait_for(predicate, timeout_s: float = 3.0) -> float:
@@ -201,7 +202,7 @@ class OldConveyorModel(ConveyorModel):
     """A version 2 conveyor: CRC-8 frames (`*CC`) both ways, so it never understands this PC."""
 
     def _send(self, body: str) -> None:
-        self.out += b"$" + body.encode() + b"*%02X\n" % protocol.crc8(body.encode())
+        self.out += old_frame(body)
 
     def _line(self, line: bytes, now: float) -> None:
         body = protocol.old_frame_body(line)

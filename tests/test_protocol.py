@@ -53,12 +53,16 @@ def test_damaged_verdict_frames_are_refused():
     assert accepted <= 2, f"{accepted} of {parsed} damaged verdict frames passed the checksum"
 
 
+def old_frame(body: str | bytes) -> bytes:
+    """`body` framed as versions 1 and 2 did: CRC-8, two check digits."""
+    raw = body.encode() if isinstance(body, str) else body
+    return b"$" + raw + b"*%02X\n" % protocol.crc8(raw)
+
+
 def test_old_firmware_is_recognised_and_nothing_it_sends_is_taken():
     """A version 2 device frames with CRC-8: its status tells the link to hold the belt and which
     firmware to flash; its acknowledgements and knob readings are never taken."""
-    def old(body: str) -> bytes:
-        return b"$" + body.encode() + b"*%02X\n" % protocol.crc8(body.encode())
-
+    old = old_frame
     conveyor = ConveyorParser()
     got = conveyor.feed(old("A,5") + old("E,D") + old("S,R,800,5,0,2") + old("S,W,800,0,0"))
     assert got == [BeltStatus("R", 800, 5, 0, 2), BeltStatus("W", 800, 0, 0, 1)]
@@ -88,21 +92,6 @@ def test_split_and_merged_lines_give_the_same_readings(values, data):
         got += parser.feed(stream[a:b])
     assert got == [KnobReading(a, b, seq) for seq, a, b in values]
     assert parser.garbage == 0
-
-
-def test_old_firmware_is_recognised_and_nothing_it_sends_is_taken():
-    """A version 2 device frames with CRC-8: its status tells the link to hold the belt and which
-    firmware to flash; its acknowledgements and knob readings are never taken."""
-    def old(body: str) -> bytes:
-        return b"$" + body.encode() + b"*%02X\n" % protocol.crc8(body.encode())
-
-    conveyor = ConveyorParser()
-    got = conveyor.feed(old("A,5") + old("E,D") + old("S,R,800,5,0,2") + old("S,W,800,0,0"))
-    assert got == [BeltStatus("R", 800, 5, 0, 2), BeltStatus("W", 800, 0, 0, 1)]
-    assert conveyor.old_frames == 4 and conveyor.garbage == 0
-    assert ConveyorParser().feed(old("S,R,800,5,0,3")) == [BeltStatus("R", 800, 5, 0, 2)]  # old framing: 2 at most
-    knobs = KnobParser()
-    assert knobs.feed(old("K,1,500,500")) == [] and knobs.old_frames == 1
 
 
 @settings(max_examples=300)

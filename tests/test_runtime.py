@@ -81,6 +81,25 @@ def test_a_missing_openvino_leaves_tensorflow(bundle, monkeypatch):
         bundle.scorer_on("onnx")  # refused up front, not at the first frame in the inspection thread
 
 
+def test_the_runtime_is_ready_before_the_first_part_is_read(bundle, small_dataset):
+    """Converting and checking takes ~1.5 s: it happens as inspection starts, not while the first
+    part waits for its verdict (on a conveyor it would travel on meanwhile)."""
+    from app.inspector import Inspector
+    from capture.sources import FilesSource
+
+    class WatchedFiles(FilesSource):
+        def read(self):
+            self.ready_at_read.append(inspector.scorer._network is not None)
+            return super().read()
+
+    source = WatchedFiles(sorted((small_dataset / "test" / "good").iterdir())[:2])
+    source.ready_at_read = []
+    inspector = Inspector(bundle, source, runtime="auto")
+    inspector.run()
+    assert source.ready_at_read and all(source.ready_at_read) and inspector.inspected == 2
+    assert inspector.scorer.runtime_note.startswith("openvino")
+
+
 def test_inspect_says_where_the_network_ran_and_refuses_an_unknown_runtime(small_feature_bundle, small_dataset):
     image = next((small_dataset / "test" / "good").iterdir())
     lines = {}

@@ -8,7 +8,7 @@ conveyor side also the prototype's bare ``0`` / ``1`` verdict bytes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_LINE = 48  # longest frame without its "$" and newline: body, "*" and the four check digits
 VERSION = 3
@@ -202,8 +202,15 @@ class ConveyorParser(LineParser):
 
     def parse_line(self, line: bytes) -> Ack | BeltEvent | BeltStatus | None:
         body = check_frame(line)
-        if body is None:
-            return self._old_status(line)
+        if body is not None:
+            return self._message(body)
+        # A version 1 or 2 conveyor (CRC-8): only its status is read, so that the link can hold the
+        # belt and say which firmware to flash; its version is at most 2 whatever the frame says.
+        old = self._message(old_frame_body(line) or "")
+        return replace(old, version=min(old.version, 2)) if isinstance(old, BeltStatus) else None
+
+    @staticmethod
+    def _message(body: str) -> Ack | BeltEvent | BeltStatus | None:
         f = body.split(",")
         # Fields beyond the ones known here are a later version's additions: ignored.
         if f[0] == "A" and len(f) >= 2:
@@ -216,18 +223,6 @@ class ConveyorParser(LineParser):
             version = _uint(f[5], 255) if len(f) >= 6 else 1
             if None not in (sps, seq, err, version):
                 return BeltStatus(f[1], sps, seq, err, version)
-        return None
-
-    def _old_status(self, line: bytes) -> BeltStatus | None:
-        """The status of a version 1 or 2 conveyor, so the link can say which firmware to flash and
-        hold the belt; its version is at most 2 whatever the frame says."""
-        body = old_frame_body(line)
-        f = body.split(",") if body else []
-        if len(f) >= 5 and f[0] == "S" and f[1] in BELT_STATES:
-            sps, seq = _uint(f[2], 65535), _uint(f[3], 65535)
-            version = min(_uint(f[5], 255) or 1, 2) if len(f) >= 6 else 1
-            if None not in (sps, seq) and f[4].isdigit():
-                return BeltStatus(f[1], sps, seq, int(f[4]), version)
         return None
 
 
