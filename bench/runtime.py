@@ -5,9 +5,9 @@
 Per category it builds the default bundle (`gutcheck build`, detector v2), loads it as `inspect`
 does, and scores every test image one at a time, as the live path does, on both runtimes. It prints
 the largest difference of each score in units of the good parts' spread (the unit the knobs move
-in), the verdicts that differ at the calibrated thresholds, the image AUROC on each runtime, and
-the forward pass's p50 on each (same run, same machine). MVTec categories come from ../shared and
-are skipped when absent; `nut` and `plate` are the synthetic parts.
+in), the verdicts that differ at the calibrated thresholds and the image AUROC on each runtime.
+Speed is bench/live.py's question (the whole per-frame path, as the inspector runs it). MVTec
+categories come from ../shared and are skipped when absent; `nut` and `plate` are the synthetic parts.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +31,18 @@ def test_images(folder: Path) -> list[tuple[Path, bool]]:
     return [(p, p.parent.name != "good") for p in sorted((folder / "test").glob("*/*.png"))]
 
 
-def score_all(bundle, runtime: str, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Density, error, anomaly per image and the forward pass's p50 in ms, scoring one image at a time."""
+def score_all(bundle, runtime: str, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Density, error and anomaly per image, scoring one image at a time."""
     scorer = bundle.scorer_on(runtime)
-    inputs = [bundle.preprocessing.apply_batch([img]) for img in images]
-    scorer.score_inputs(inputs[0])  # converts and checks the runtime
-    density, error, anomaly, forward = [], [], [], []
-    for x in inputs:
-        t0 = time.perf_counter()
-        scorer.forward(x)
-        forward.append(time.perf_counter() - t0)
-        s = scorer.score_inputs(x)
+    scorer.prepare()
+    density, error, anomaly = [], [], []
+    for img in images:
+        s = scorer.score_inputs(bundle.preprocessing.apply_batch([img]))
         density.append(s.density[0])
         error.append(s.error[0])
         anomaly.append(s.anomaly[0])
     print(f"  {runtime}: {scorer.runtime_note}", flush=True)
-    return np.array(density), np.array(error), np.array(anomaly), float(np.median(forward) * 1000)
+    return np.array(density), np.array(error), np.array(anomaly)
 
 
 def main() -> int:
@@ -74,15 +69,14 @@ def main() -> int:
         images = [cv2.imread(str(path)) for path, _ in tests]
         truth = np.array([defect for _, defect in tests])
         print(f"{category}: {len(images)} test images", flush=True)
-        tf_d, tf_e, tf_a, tf_ms = score_all(bundle, "tensorflow", images)
-        ov_d, ov_e, ov_a, ov_ms = score_all(bundle, "openvino", images)
+        tf_d, tf_e, tf_a = score_all(bundle, "tensorflow", images)
+        ov_d, ov_e, ov_a = score_all(bundle, "openvino", images)
         stats = bundle.good_statistics
         auroc = [roc_auc_score(truth, bundle.combined(d, e)) for d, e in ((tf_d, tf_e), (ov_d, ov_e))]
         print(f"{category:<7} max |density difference| {np.abs(ov_d - tf_d).max() / stats.density_spread:.1e} good "
               f"spreads, max |error difference| {np.abs(ov_e - tf_e).max() / stats.error_spread:.1e} good spreads; "
               f"verdicts differing {int((ov_a != tf_a).sum())} of {len(images)}; image AUROC tensorflow "
-              f"{auroc[0]:.4f}, openvino {auroc[1]:.4f}; forward p50 tensorflow {tf_ms:.1f} ms, openvino "
-              f"{ov_ms:.1f} ms", flush=True)
+              f"{auroc[0]:.4f}, openvino {auroc[1]:.4f}", flush=True)
     return 0
 
 

@@ -2,12 +2,13 @@
 
 TensorFlow is the reference: builds, calibration and reports run there, and it is always present.
 OpenVINO runs the same traced graph (converted in memory from the Keras model that `load_bundle`
-loaded with safe_mode; nothing else is read from disk) about 2.4 times faster on this 2-core CPU
-(forward pass at 384 px: p50 6.3 ms against 15.4 ms, bench/runtime.py). Export drift is a known
+loaded with safe_mode; nothing else is read from disk) faster: on this 2-core CPU the default
+model's whole per-frame path runs at 41.5-49.8 frames/s against 35.0-37.8 on TensorFlow (three runs
+of bench/live.py); its scores match TensorFlow's (bench/runtime.py). Export drift is a known
 failure of such runtimes, so OpenVINO is used only after it reproduced TensorFlow's outputs on probe
 inputs to within PARITY_TOLERANCE; otherwise the scorer stays on TensorFlow and says why.
 
-    runtime = open_runtime(model, (384, 384, 3), "auto")
+    runtime, note = open_runtime(model, (384, 384, 3), "auto")
     error_map, latent = runtime(inputs)
 """
 
