@@ -35,6 +35,7 @@ from model_builder.scoring import Thresholds
 
 POLL_MS = 33  # ~30 redraws a second
 CHART_POINTS = 120
+CHART_HEIGHT = 130  # both score charts, one above the other: the window fits 1000 px in height
 GREEN, RED, GREY = "#2b8a3e", "#c92a2a", "#868e96"
 
 
@@ -115,10 +116,14 @@ class Dashboard:
         menu.add_cascade(label="Tools", menu=tools)
         r.configure(menu=menu)
 
+        # The status line (where errors are shown) on top: a window shorter than the content cuts
+        # the bottom, and must never cut the message that says what went wrong.
+        self.status = ttk.Label(r, text="", padding=(8, 4))
+        self.status.grid(row=0, column=0, columnspan=2, sticky="ew")
         left = ttk.Frame(r, padding=6)
-        left.grid(row=0, column=0, sticky="nsew")
+        left.grid(row=1, column=0, sticky="nsew")
         right = ttk.Frame(r, padding=6)
-        right.grid(row=0, column=1, sticky="nsew")
+        right.grid(row=1, column=1, sticky="nsew")
         r.columnconfigure(0, weight=1)
 
         self.live = ttk.Label(left, text="no source", anchor="center")
@@ -131,7 +136,7 @@ class Dashboard:
             ttk.Label(left, text=titles[i]).grid(row=1, column=i)
             self.views[name] = ttk.Label(left, text="–")
             self.views[name].grid(row=2, column=i, padx=2)
-        self.chart_canvas = tk.Canvas(left, width=480, height=150, background="white", highlightthickness=0)
+        self.chart_canvas = tk.Canvas(left, width=480, height=CHART_HEIGHT, background="white", highlightthickness=0)
         self.chart_canvas.grid(row=3, column=0, columnspan=3, pady=(6, 0))
         self.drift_banner = tk.Label(left, text="drift watch: waiting for good parts", anchor="w", fg=GREY,
                                      font=("TkDefaultFont", 9, "bold"), wraplength=470, justify="left")
@@ -202,8 +207,6 @@ class Dashboard:
         op.grid(row=8, column=0, columnspan=3, sticky="ew", pady=4)
         self.outputs_state = ttk.Label(op, text="no inspection running", justify="left", font=("TkDefaultFont", 9))
         self.outputs_state.grid(row=0, column=0, sticky="w")
-        self.status = ttk.Label(r, text="", padding=6)
-        self.status.grid(row=1, column=0, columnspan=2, sticky="ew")
 
     # -- actions --------------------------------------------------------------------------------
     def message(self, text: str, error: bool = False) -> None:
@@ -675,9 +678,9 @@ class Dashboard:
         c = self.chart_canvas
         c.delete("all")
         if len(self.chart) < 2 or self.bundle is None:
-            c.create_text(240, 75, text="scores appear here", fill=GREY)
+            c.create_text(240, CHART_HEIGHT // 2, text="scores appear here", fill=GREY)
             return
-        w, half = 480, 75
+        w, half = 480, CHART_HEIGHT // 2
         for row, (key, index, colour) in enumerate((("density", 0, "#1971c2"), ("reconstruction", 1, "#e8590c"))):
             lo, hi = self.bundle.knob_ranges[key]
             top = row * half
