@@ -187,7 +187,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         if log is not None:
             log.close()
     conveyor = next((o for o in outputs if isinstance(o, ConveyorOutput)), None)
-    if inspector.scorer.runtime_note:
+    if inspector.inspected:  # nothing scored (every image unreadable): the error line stands alone
         print(f"gutcheck: network on {inspector.scorer.runtime_note}", file=sys.stderr)
     for output in outputs[1:]:
         if output.name != "drift watch":

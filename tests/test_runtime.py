@@ -59,7 +59,7 @@ class DriftingRuntime(runtime.OpenVinoRuntime):
 
 
 def test_a_runtime_that_drifts_is_not_used(bundle, monkeypatch):
-    monkeypatch.setattr(runtime, "OpenVinoRuntime", DriftingRuntime)
+    monkeypatch.setitem(runtime.RUNTIMES, "openvino", DriftingRuntime)
     shape = tuple(bundle.model.input_shape[1:])
     chosen, note = open_runtime(bundle.model, shape, "auto")
     assert chosen.name == "tensorflow" and "differ from tensorflow's by 1.0e-02" in note
