@@ -74,8 +74,10 @@ def test_dashboard_runs_50_parts_with_knobs_and_conveyor(station):
     dash.rule_var.set("or")
     dash.density_var.set(1e9)  # the operator turns the density threshold up: every part is an anomaly now
     dash.apply_spinboxes()
-    assert dash.open_source("synthetic:seed=3,parts=2,defects=0")
+    # One part: its defect verdict stops the belt, and no later verdict can stop it again after the resume.
+    assert dash.open_source("synthetic:seed=3,parts=1,defects=0")
     assert pump(root, lambda: belt_sim.model.state == "D", 20)
+    assert pump(root, lambda: dash.inspector.finished.is_set() and dash.inspector.conveyor.pending() == 0, 20)
     assert pump(root, lambda: "stopped: defect" in dash.belt_state.cget("text"), 3)
     shot_stop = screenshot(root, "dashboard_belt_stopped")
     dash.resume_belt()
