@@ -47,7 +47,9 @@ def _crash_log(exc: BaseException) -> str:
     import traceback
 
     text = "".join(traceback.format_exception(exc))
-    for folder in (Path.home() / ".cache" / "gutcheck", Path(tempfile.gettempdir())):
+    from capture.platforms import user_log_dir
+
+    for folder in (user_log_dir(), Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"gutcheck-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -211,7 +213,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     bundle, _ = run_demo(Path(args.datasets), Path(args.models), rebuild=args.rebuild, n_parts=args.parts,
                          seed=args.seed)
-    if args.headless or not os.environ.get("DISPLAY"):
+    from capture.platforms import has_display
+
+    if args.headless or not has_display():
         return 0
     from app.dashboard_app import run_dashboard
 
@@ -329,10 +333,15 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from app.dashboard_app import run_dashboard
 
-    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+    from capture.platforms import has_display
+
+    if not has_display():
         raise GutcheckError("no display: the dashboard needs a screen (use 'gutcheck inspect' headless)")
+    from app.settings import default_log_dir, default_settings_path
+
     return run_dashboard(model=args.model, source=args.source, knobs=args.knobs, conveyor=args.conveyor,
-                         mode=args.mode, settings=Path(args.settings), log_dir=Path(args.log_dir),
+                         mode=args.mode, settings=Path(args.settings) if args.settings else default_settings_path(),
+                         log_dir=Path(args.log_dir) if args.log_dir else default_log_dir(),
                          publish=args.publish or [], station=args.station, runtime=args.runtime)
 
 
@@ -492,8 +501,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--conveyor", help="conveyor Arduino serial port (COM3, /dev/ttyACM0)")
     d.add_argument("--mode", choices=["part", "continuous"], default="part",
                    help="part: one verdict per part passing (default); continuous: every frame, as the prototype")
-    d.add_argument("--settings", default="gutcheck-settings.toml", help="settings file (TOML)")
-    d.add_argument("--log-dir", default="inspections", help="inspection log folder (SQLite + images)")
+    d.add_argument("--settings", help="settings file (TOML; default: gutcheck-settings.toml here if there is one, "
+                                      "else settings.toml in the user's settings folder)")
+    d.add_argument("--log-dir", help="inspection log folder (SQLite + images; default: inspections/ here if there "
+                                     "is one, else in the user's data folder)")
     d.add_argument("--publish", action="append", metavar="URL", help=PUBLISH_HELP)
     d.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     d.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import ttkbootstrap as ttk
@@ -15,7 +14,8 @@ from model_builder.bundle import load_bundle
 def run_dashboard(model: str | None, source: str | None, knobs: str | None, conveyor: str | None, mode: str,
                   settings: Path, log_dir: Path, simulate_devices: bool = False, publish: list[str] | None = None,
                   station: str = "", runtime: str = "auto") -> int:
-    """Open the window; with `simulate_devices` a simulated knob box and conveyor are started on ptys."""
+    """Open the window; with `simulate_devices` a simulated knob box and conveyor are started on
+    loopback sockets (any system)."""
     from app.links.conveyor_link import ConveyorLink
     from app.links.knob_link import KnobLink
 
@@ -23,9 +23,8 @@ def run_dashboard(model: str | None, source: str | None, knobs: str | None, conv
     if simulate_devices:
         from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
 
-        folder = Path(tempfile.mkdtemp(prefix="gutcheck-devices-"))
-        sims = [KnobBoxSimulator(folder / "knobs").start(), ConveyorSimulator(folder / "conveyor").start()]
-        knobs, conveyor = str(sims[0].path), str(sims[1].path)
+        sims = [KnobBoxSimulator().start(), ConveyorSimulator().start()]
+        knobs, conveyor = sims[0].url, sims[1].url
     # Links named on the command line or in the settings must open now: a station whose verdicts
     # would reach no belt does not start (one line, exit 2), before any window opens.
     knob_link = KnobLink(knobs).start(require_open=True) if knobs else None

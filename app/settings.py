@@ -12,6 +12,7 @@ import tomli_w
 
 from capture.errors import GutcheckError
 from capture.imageio import write_bytes_atomic
+from capture.platforms import user_config_dir, user_data_dir
 from model_builder.scoring import finite_number
 
 
@@ -58,6 +59,24 @@ def load_settings(path: Path) -> Settings:
     except (TypeError, ValueError, GutcheckError) as exc:
         raise GutcheckError(f"{path}: bad value in settings ({exc})") from None
     return s
+
+
+# The dashboard's defaults used to be these names in the working folder; a station set up that way
+# keeps finding its settings and log there (a changed default must never drop saved thresholds).
+WORKING_FOLDER_SETTINGS = Path("gutcheck-settings.toml")
+WORKING_FOLDER_LOG = Path("inspections")
+
+
+def default_settings_path() -> Path:
+    """gutcheck-settings.toml in the working folder when there is one, else the user's settings
+    folder (%APPDATA%\\gutcheck\\settings.toml, ~/.config/gutcheck/settings.toml, ...): a dashboard
+    started from a Windows shortcut has no working folder of its own."""
+    return WORKING_FOLDER_SETTINGS if WORKING_FOLDER_SETTINGS.is_file() else user_config_dir() / "settings.toml"
+
+
+def default_log_dir() -> Path:
+    """inspections/ in the working folder when there is one, else the user's data folder."""
+    return WORKING_FOLDER_LOG if WORKING_FOLDER_LOG.is_dir() else user_data_dir() / "inspections"
 
 
 def save_settings(path: Path, settings: Settings) -> Path | None:

@@ -144,10 +144,11 @@ def time_prototype(bundle, stream) -> np.ndarray:
 def verdict_to_serial(n: int = 500) -> np.ndarray:
     from app.links.conveyor_link import ConveyorLink
     from app.links.simulators import ConveyorSimulator
+    from tests.ptydevice import PtyDevice  # a pty: the nearest to the USB serial port the belt is on
 
     folder = Path(tempfile.mkdtemp())
-    sim = ConveyorSimulator(folder / "conveyor").start()
-    link = ConveyorLink(str(sim.path)).start()
+    sim = ConveyorSimulator(PtyDevice(folder / "conveyor")).start()
+    link = ConveyorLink(sim.url).start()
     try:
         while link.link.port is None:
             time.sleep(0.01)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from capture.errors import GutcheckError
+from capture.platforms import set_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -86,7 +87,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes it private (0600); a saved file is an ordinary one
+        set_mode(fd, FILE_MODE)  # mkstemp makes it private (0600); a saved file is an ordinary one
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

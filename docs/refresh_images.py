@@ -88,9 +88,8 @@ def dashboard(model: Path) -> Path:
         from app.publish import FolderOutput
         from model_builder.bundle import load_bundle
 
-        knob_sim = KnobBoxSimulator(folder / "knobs").start()
-        belt_sim = ConveyorSimulator(folder / "conveyor").start()
-        knobs, conveyor = KnobLink(str(knob_sim.path)).start(), ConveyorLink(str(belt_sim.path)).start()
+        knob_sim, belt_sim = KnobBoxSimulator().start(), ConveyorSimulator().start()  # loopback sockets
+        knobs, conveyor = KnobLink(knob_sim.url).start(), ConveyorLink(belt_sim.url).start()
         root = ttk.Window(themename="flatly")
         root.geometry("1200x1000")
         dash = Dashboard(root, folder / "settings.toml", folder / "log", load_bundle(model),

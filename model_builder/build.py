@@ -189,11 +189,28 @@ def make_model(options: BuildOptions, channels: int):
         return ARCHITECTURES[options.architecture](options.size, channels, weights=weights)
     except (OSError, ValueError, Exception) as exc:  # a failed download surfaces as several types
         if options.architecture in ("mobilenet", "features"):
+            name, url = imagenet_weights(options.size)
+            where = "download" if weights == "imagenet" else "load"
             raise GutcheckError(
-                f"cannot load the ImageNet weights for the mobilenet encoder ({str(exc).splitlines()[0][:120]}); "
-                "give --pretrained PATH to the no-top MobileNetV2 alpha 0.5 .h5 file, or use --architecture "
-                "residual") from None
+                f"cannot {where} the ImageNet weights of the mobilenet encoder ({str(exc).splitlines()[0][:120]}); "
+                f"fetch them on any machine with internet: curl -L -o {name} {url} , then give --pretrained PATH "
+                f"to that file (or put it in {Path('~') / '.keras' / 'models'}), or use --architecture residual "
+                "(no pretrained weights)") from None
         raise
+
+
+# Keras' own names for the no-top MobileNetV2 weights: it has them for these input sizes and falls
+# back to the 224 px file for any other (keras.applications.MobileNetV2).
+_KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+_KERAS_WEIGHT_SIZES = (96, 128, 160, 192, 224)
+
+
+def imagenet_weights(size: int, alpha: float = 0.5) -> tuple[str, str]:
+    """The file Keras downloads for the encoder at `size` px (name, URL): what to fetch by hand
+    when the station's network blocks the download."""
+    rows = size if size in _KERAS_WEIGHT_SIZES else 224
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+    return name, _KERAS_WEIGHTS_URL + name
 
 
 def stage_bar(stage: str, total: int, unit: str, show: bool):

@@ -22,6 +22,7 @@ import numpy as np
 
 from capture.errors import GutcheckError
 from capture.imageio import FOLDER_MODE, write_bytes_atomic
+from capture.platforms import process_alive
 from capture.trash import move_to_trash
 from model_builder.density import Density, PatchKDE, density_from_arrays
 from model_builder.metadata import ModelInfo
@@ -131,16 +132,6 @@ def save_bundle(bundle: Bundle, out: Path, force: bool = False, extra_files: dic
 STALE_PARTIAL_S = 24 * 3600
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # someone else's process: leave its folder alone
-    return True
-
-
 def remove_stale_partials(out: Path) -> list[Path]:
     """Remove the half-written folders (`.<name>.<pid>.<random>.partial`) that killed builds of `out`
     left beside it: those of a process that no longer runs, and any older than a day. A build in
@@ -153,7 +144,7 @@ def remove_stale_partials(out: Path) -> list[Path]:
             old = time.time() - folder.stat().st_mtime > STALE_PARTIAL_S
         except OSError:
             continue
-        if folder.is_dir() and (old or (pid is not None and pid != os.getpid() and not _process_alive(pid))):
+        if folder.is_dir() and (old or (pid is not None and pid != os.getpid() and not process_alive(pid))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -85,10 +85,11 @@ def test_a_conveyor_link_that_drops_during_inspection_is_in_the_output(tiny_bund
     import time
 
     from app.links.simulators import ConveyorSimulator
+    from tests.ptydevice import PtyDevice
 
-    sim = ConveyorSimulator(tmp_path / "conveyor").start()
+    sim = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
-                             "synthetic:seed=4,parts=12,fps=40", "--mode", "continuous", "--conveyor", str(sim.path)],
+                             "synthetic:seed=4,parts=12,fps=40", "--mode", "continuous", "--conveyor", sim.url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     out = []
     try:

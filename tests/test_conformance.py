@@ -15,6 +15,7 @@ import pytest
 from app.links import protocol
 from app.links.conveyor_link import ConveyorLink
 from app.links.simulators import ConveyorSimulator
+from tests.ptydevice import PtyDevice
 from tests import firmware
 from tests.test_links import wait_for
 from tests.test_protocol import old_frame
@@ -66,7 +67,7 @@ class Device:
 
 
 def python_device(tmp_path: Path) -> Device:
-    sim = ConveyorSimulator(tmp_path / "conveyor").start()
+    sim = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
     pins = Pins()
     stop = threading.Event()
 
@@ -82,7 +83,7 @@ def python_device(tmp_path: Path) -> Device:
         stop.set()
         sim.close()
 
-    return Device(str(sim.path), pins, button=sim.press_button, close=close, name="python")
+    return Device(sim.url, pins, button=sim.press_button, close=close, name="python")
 
 
 def process_device(cmd: list[str], link: Path, name: str) -> Device:

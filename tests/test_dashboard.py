@@ -11,6 +11,7 @@ import pytest
 from app.links.conveyor_link import ConveyorLink
 from app.links.knob_link import KnobLink
 from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
+from tests.ptydevice import PtyDevice
 from model_builder.bundle import load_bundle
 from tests.conftest import screenshot
 from tests.test_capture_window import pump
@@ -22,10 +23,10 @@ def station(xvfb_display, tiny_bundle, tmp_path):
 
     from app.dashboard import Dashboard
 
-    knob_sim = KnobBoxSimulator(tmp_path / "knobs", heartbeat_s=0.1).start()
-    belt_sim = ConveyorSimulator(tmp_path / "conveyor").start()
-    knobs = KnobLink(str(knob_sim.path), backoff_s=(0.1, 0.2, 0.4), stale_after_s=0.5, lost_after_s=1.0).start()
-    conveyor = ConveyorLink(str(belt_sim.path)).start()
+    knob_sim = KnobBoxSimulator(PtyDevice(tmp_path / "knobs"), heartbeat_s=0.1).start()
+    belt_sim = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
+    knobs = KnobLink(knob_sim.url, backoff_s=(0.1, 0.2, 0.4), stale_after_s=0.5, lost_after_s=1.0).start()
+    conveyor = ConveyorLink(belt_sim.url).start()
     root = ttk.Window(themename="flatly")
     root.geometry("1200x900")
     dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log", load_bundle(tiny_bundle),

@@ -12,6 +12,7 @@ import pytest
 from app.hardware_check import HardwareCheck, identify
 from app.links import protocol
 from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
+from tests.ptydevice import PtyDevice
 from tests import firmware
 from tests.test_conformance import EMULATOR_PTY, process_device
 from tests.test_links import DeafModel, OldConveyorModel
@@ -42,18 +43,18 @@ class Technician:
 
 @pytest.fixture
 def knob_box(tmp_path):
-    box = KnobBoxSimulator(tmp_path / "knobs").start()
+    box = KnobBoxSimulator(PtyDevice(tmp_path / "knobs")).start()
     yield box
     box.close()
 
 
 def test_finds_both_devices_among_ports_and_every_check_passes(tmp_path, knob_box):
-    conveyor = ConveyorSimulator(tmp_path / "conveyor").start()
+    conveyor = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
     try:
         tech = Technician(knob_box)
         # no port named: the check finds out which is which (a port that is neither is passed over)
-        report = HardwareCheck(tech.say, candidates=[str(tmp_path / "missing"), str(conveyor.path),
-                                                     str(knob_box.path)],
+        report = HardwareCheck(tech.say, candidates=[str(tmp_path / "missing"), conveyor.url,
+                                                     knob_box.url],
                                rest_s=1.2, sweep_s=5).run()
         assert report.ok, "\n".join(tech.lines)
         names = [r.name for r in report.results]
@@ -66,12 +67,12 @@ def test_finds_both_devices_among_ports_and_every_check_passes(tmp_path, knob_bo
 
 
 def test_a_knob_that_does_not_reach_its_end_and_a_deaf_conveyor_fail(tmp_path, knob_box):
-    conveyor = ConveyorSimulator(tmp_path / "conveyor")
+    conveyor = ConveyorSimulator(PtyDevice(tmp_path / "conveyor"))
     conveyor.model = DeafModel()
     conveyor.start()
     try:
         tech = Technician(knob_box, stop_at=700)  # a pot wired to the wrong reference, say
-        report = HardwareCheck(tech.say, conveyor_url=str(conveyor.path), knobs_url=str(knob_box.path),
+        report = HardwareCheck(tech.say, conveyor_url=conveyor.url, knobs_url=knob_box.url,
                                rest_s=1.2, sweep_s=1.5).run()
         failed = {r.name for r in report.results if not r.ok}
         assert not report.ok
@@ -83,9 +84,9 @@ def test_a_knob_that_does_not_reach_its_end_and_a_deaf_conveyor_fail(tmp_path, k
 
 
 def test_identify_tells_a_silent_port_from_a_device(tmp_path, knob_box):
-    assert identify(str(knob_box.path)).kind == "knobs"
+    assert identify(knob_box.url).kind == "knobs"
     knob_box.silent = True
-    device = identify(str(knob_box.path), listen_s=0.6, answer_s=0.6)
+    device = identify(knob_box.url, listen_s=0.6, answer_s=0.6)
     assert device.kind == ""
 
 
@@ -97,17 +98,17 @@ class OldKnobBox(KnobBoxSimulator):
 
 
 def test_devices_on_old_firmware_are_named_and_fail_the_check(tmp_path):
-    box = OldKnobBox(tmp_path / "old-knobs").start()
-    sim = ConveyorSimulator(tmp_path / "old-conveyor")
+    box = OldKnobBox(PtyDevice(tmp_path / "old-knobs")).start()
+    sim = ConveyorSimulator(PtyDevice(tmp_path / "old-conveyor"))
     sim.model = OldConveyorModel()
     sim.start()
     try:
-        knobs = identify(str(box.path))
+        knobs = identify(box.url)
         assert (knobs.kind, knobs.version) == ("knobs", 2) and "flash the current knob box sketch" in knobs.detail
-        conveyor = identify(str(sim.path))
+        conveyor = identify(sim.url)
         assert (conveyor.kind, conveyor.version) == ("conveyor", 2)
         tech = Technician(box)
-        report = HardwareCheck(tech.say, conveyor_url=str(sim.path), knobs_url=str(box.path),
+        report = HardwareCheck(tech.say, conveyor_url=sim.url, knobs_url=box.url,
                                rest_s=0.6, sweep_s=2).run()
         assert not report.ok
         failed = {r.name for r in report.results if not r.ok}
@@ -125,7 +126,7 @@ def test_check_against_the_emulated_uno(tmp_path, knob_box):
     dev = process_device([str(firmware.uno_harness()), str(firmware.uno_elf())], EMULATOR_PTY, "emulator")
     try:
         tech = Technician(knob_box)
-        report = HardwareCheck(tech.say, conveyor_url=str(EMULATOR_PTY), knobs_url=str(knob_box.path),
+        report = HardwareCheck(tech.say, conveyor_url=str(EMULATOR_PTY), knobs_url=knob_box.url,
                                rest_s=1.2, sweep_s=5).run()
         assert report.ok, "\n".join(tech.lines)
         assert dev.pins.level["EN"] == 1 and ("LAMP", 1) in dev.pins.history  # stopped; the lamp lit on the defect
@@ -139,10 +140,10 @@ def test_the_command_prints_the_checklist_and_its_exit_code_says_whether_all_pas
     import subprocess
     import sys
 
-    conveyor = ConveyorSimulator(tmp_path / "conveyor").start()
+    conveyor = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
     try:
-        run = subprocess.run([sys.executable, "-m", "app.cli", "hardware", "check", "--conveyor", str(conveyor.path),
-                              "--knobs", str(knob_box.path), "--rest-seconds", "1.2", "--sweep-seconds", "1"],
+        run = subprocess.run([sys.executable, "-m", "app.cli", "hardware", "check", "--conveyor", conveyor.url,
+                              "--knobs", knob_box.url, "--rest-seconds", "1.2", "--sweep-seconds", "1"],
                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         print(run.stdout)
         assert run.returncode == 1 and run.stderr == ""

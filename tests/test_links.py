@@ -15,7 +15,8 @@ from app.links.conveyor_link import ConveyorLink
 from app.links.knob_link import KnobLink
 from app.links.protocol import KnobReading
 from app.links.serial_link import CONNECTED, LOST, STALE
-from app.links.simulators import ConveyorModel, ConveyorSimulator, KnobBoxSimulator
+from app.links.simulators import ConveyorModel, ConveyorSimulator, KnobBoxSimulator, SocketDevice
+from tests.ptydevice import PtyDevice
 from tests.test_protocol import old_frame
 
 
@@ -29,22 +30,27 @@ def wait_for(predicate, timeout_s: float = 3.0) -> float:
     return time.monotonic() - start
 
 
-@pytest.fixture
-def knob_box(tmp_path):
-    sim = KnobBoxSimulator(tmp_path / "knobs", heartbeat_s=0.1).start()
+# Each link test runs over a pty (a serial port, as the devices' USB ports) and over the loopback
+# socket the demo's simulated devices use on every system.
+DEVICE_ENDS = {"pty": PtyDevice, "socket": lambda path: SocketDevice()}
+
+
+@pytest.fixture(params=sorted(DEVICE_ENDS))
+def knob_box(tmp_path, request):
+    sim = KnobBoxSimulator(DEVICE_ENDS[request.param](tmp_path / "knobs"), heartbeat_s=0.1).start()
     yield sim
     sim.close()
 
 
-@pytest.fixture
-def conveyor(tmp_path):
-    sim = ConveyorSimulator(tmp_path / "conveyor").start()
+@pytest.fixture(params=sorted(DEVICE_ENDS))
+def conveyor(tmp_path, request):
+    sim = ConveyorSimulator(DEVICE_ENDS[request.param](tmp_path / "conveyor")).start()
     yield sim
     sim.close()
 
 
 def test_knob_link_follows_the_knobs(knob_box):
-    link = KnobLink(str(knob_box.path)).start()
+    link = KnobLink(knob_box.url).start()
     try:
         wait_for(lambda: link.state() == CONNECTED)
         knob_box.set(123, 987)
@@ -55,7 +61,7 @@ def test_knob_link_follows_the_knobs(knob_box):
 
 
 def test_silent_knob_box_goes_stale_then_lost(knob_box):
-    link = KnobLink(str(knob_box.path), stale_after_s=0.3, lost_after_s=0.8).start()
+    link = KnobLink(knob_box.url, stale_after_s=0.3, lost_after_s=0.8).start()
     try:
         wait_for(lambda: link.state() == CONNECTED)
         knob_box.silent = True
@@ -68,7 +74,7 @@ def test_silent_knob_box_goes_stale_then_lost(knob_box):
 
 
 def test_unplug_shows_lost_and_replug_recovers_within_2_s(knob_box):
-    link = KnobLink(str(knob_box.path), backoff_s=(0.1, 0.2, 0.4)).start()
+    link = KnobLink(knob_box.url, backoff_s=(0.1, 0.2, 0.4)).start()
     try:
         wait_for(lambda: link.state() == CONNECTED)
         knob_box.unplug()
@@ -83,8 +89,8 @@ def test_unplug_shows_lost_and_replug_recovers_within_2_s(knob_box):
 
 
 def test_prototype_knob_box_is_understood(tmp_path):
-    sim = KnobBoxSimulator(tmp_path / "old", prototype_format=True, heartbeat_s=0.1).start()
-    link = KnobLink(str(sim.path)).start()
+    sim = KnobBoxSimulator(PtyDevice(tmp_path / "old"), prototype_format=True, heartbeat_s=0.1).start()
+    link = KnobLink(sim.url).start()
     try:
         sim.set(250, 750)
         wait_for(lambda: link.latest is not None and (link.latest.a, link.latest.b) == (250, 750))
@@ -129,7 +135,7 @@ def test_socket_url_works():
 
 
 def test_conveyor_defect_stops_belt_and_resume_restarts(conveyor):
-    link = ConveyorLink(str(conveyor.path)).start()
+    link = ConveyorLink(conveyor.url).start()
     try:
         wait_for(lambda: link.state() == CONNECTED)
         link.resume()
@@ -146,7 +152,7 @@ def test_conveyor_defect_stops_belt_and_resume_restarts(conveyor):
 
 
 def test_conveyor_watchdog_stops_the_belt_when_the_pc_goes_quiet(conveyor):
-    link = ConveyorLink(str(conveyor.path)).start()
+    link = ConveyorLink(conveyor.url).start()
     try:
         wait_for(lambda: link.link.port is not None)
         link.resume()
@@ -164,8 +170,6 @@ def test_a_late_duplicate_acknowledgement_never_marks_a_later_verdict_delivered(
     """Issue 13 item 8: an acknowledgement that arrives when no verdict with its number is in flight
     (a resend's late duplicate, or one from before the wrap) is ignored; only an acknowledgement of
     the frame actually sent delivers it."""
-    from app.links.simulators import PtyDevice
-
     device = PtyDevice(tmp_path / "conveyor")
     device.plug()
     link = ConveyorLink(str(device.path), ack_timeout_s=0.1).start()
@@ -220,10 +224,10 @@ class FirstConveyorModel(OldConveyorModel):
 def test_conveyor_that_does_not_take_verdicts_is_stopped(tmp_path, model):
     """Any doubt that verdicts reach the conveyor stops the belt: an unacknowledged verdict, or a
     conveyor on an older protocol version."""
-    sim = ConveyorSimulator(tmp_path / "conveyor")
+    sim = ConveyorSimulator(PtyDevice(tmp_path / "conveyor"))
     sim.model = model()
     sim.start()
-    link = ConveyorLink(str(sim.path)).start()
+    link = ConveyorLink(sim.url).start()
     try:
         wait_for(lambda: link.link.port is not None)
         link.resume()
@@ -277,8 +281,8 @@ class LossySimulator(ConveyorSimulator):
 
 
 def test_10000_verdicts_over_a_lossy_line_none_lost_none_twice(tmp_path):
-    sim = LossySimulator(tmp_path / "lossy", seed=1, p_drop=0.002, p_dup=0.002, p_delay=0.002).start()
-    link = ConveyorLink(str(sim.path), ack_timeout_s=0.03, retries=20, heartbeat_s=0.2).start()
+    sim = LossySimulator(PtyDevice(tmp_path / "lossy"), seed=1, p_drop=0.002, p_dup=0.002, p_delay=0.002).start()
+    link = ConveyorLink(sim.url, ack_timeout_s=0.03, retries=20, heartbeat_s=0.2).start()
     truth = [random.Random(2).random() < 0.2 for _ in range(10_000)]
     try:
         wait_for(lambda: link.link.port is not None)

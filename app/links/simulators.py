@@ -1,5 +1,9 @@
 """Device simulators for the demo and the tests: a knob box and a conveyor speaking protocol v2
-over a pseudo-terminal pair, so the links under test open a real serial port.
+over a device end the links open as a real serial port.
+
+The product's device end is a loopback TCP socket (`socket://127.0.0.1:<port>`, a pyserial URL),
+which works on every system; the tests also drive the simulators over pseudo-terminals
+(tests/ptydevice.py, POSIX only), the closest thing to a USB serial port a test machine has.
 
 The conveyor model mirrors arduino_firmware/conveyor/conveyor_logic.cpp; the conformance tests
 run the same checks against both (and against the firmware in the AVR emulator).
@@ -7,59 +11,96 @@ run the same checks against both (and against the firmware in the AVR emulator).
 
 from __future__ import annotations
 
-import os
 import select
+import socket
 import threading
 import time
-import tty
-from pathlib import Path
+from typing import Protocol
 
 from app.links import protocol
 from app.links.protocol import LineSplitter, check_frame
 
 
-class PtyDevice:
-    """The device end of a pty pair. The serial side is reachable at `path` (a symlink to the
-    slave), so `unplug()` and `plug()` look to the link like a USB cable pulled and put back."""
+class DeviceEnd(Protocol):
+    """The simulated device's side of a serial link; `url` is what the link opens."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.master: int | None = None
-        self._slave: int | None = None
+    url: str
+
+    def plug(self) -> None: ...
+    def unplug(self) -> None: ...
+    def read(self, timeout_s: float) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+
+
+class SocketDevice:
+    """A device end on a loopback TCP port: the link connects to `url` (socket://127.0.0.1:<port>).
+    `unplug()` closes the port and drops the connection, like a USB cable pulled; `plug()` listens
+    on the same port again. One connection at a time, as a serial port has one end."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self.host, self.port = host, port
+        self._server: socket.socket | None = None
+        self._client: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"socket://{self.host}:{self.port}"
 
     def plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        self.master, self._slave = master, slave
-        tmp = self.path.with_name(self.path.name + ".new")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.ttyname(slave))
-        os.replace(tmp, self.path)
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((self.host, self.port))
+        server.listen(1)
+        self.port = server.getsockname()[1]  # port 0 picks a free one; a re-plug keeps it
+        self._server = server
 
     def unplug(self) -> None:
-        self.path.unlink(missing_ok=True)
-        for fd in (self.master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self.master = self._slave = None
+        with self._lock:
+            for sock in (self._client, self._server):
+                if sock is not None:
+                    sock.close()
+            self._client = self._server = None
 
     def read(self, timeout_s: float) -> bytes:
-        master = self.master
-        if master is None:
+        with self._lock:
+            server, client = self._server, self._client
+        if server is None:
             time.sleep(timeout_s)
             return b""
         try:
-            ready, _, _ = select.select([master], [], [], timeout_s)
-            return os.read(master, 1024) if ready else b""
-        except OSError:
+            if client is None:  # nobody connected yet: wait for the link to open the port
+                ready, _, _ = select.select([server], [], [], timeout_s)
+                if ready:
+                    client, _ = server.accept()
+                    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # serial-like latency
+                    with self._lock:
+                        self._client = client
+                return b""
+            ready, _, _ = select.select([client], [], [], timeout_s)
+            if not ready:
+                return b""
+            data = client.recv(1024)
+            if not data:  # the link closed its end: wait for the next one
+                self._drop(client)
+            return data
+        except OSError:  # unplugged while waiting
             return b""
 
     def write(self, data: bytes) -> None:
-        if self.master is not None:
+        with self._lock:
+            client = self._client
+        if client is not None:
             try:
-                os.write(self.master, data)
+                client.sendall(data)
             except OSError:
-                pass
+                self._drop(client)
+
+    def _drop(self, client: socket.socket) -> None:
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        client.close()
 
 
 class ConveyorModel:
@@ -186,15 +227,16 @@ class ConveyorModel:
 
 
 class _DeviceThread:
-    def __init__(self, path: Path):
-        self.device = PtyDevice(path)
+    def __init__(self, device: DeviceEnd | None = None):
+        self.device = device if device is not None else SocketDevice()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=type(self).__name__)
         self.lock = threading.Lock()
 
     @property
-    def path(self) -> Path:
-        return self.device.path
+    def url(self) -> str:
+        """The serial port a link opens to reach this device (a pyserial URL or a device path)."""
+        return self.device.url
 
     def start(self):
         self.device.plug()
@@ -219,10 +261,11 @@ class _DeviceThread:
 
 
 class ConveyorSimulator(_DeviceThread):
-    """The conveyor on a pty: `path` is its serial port. `model` holds the belt state."""
+    """The conveyor behind `device` (default: a loopback socket); `url` is its serial port.
+    `model` holds the belt state."""
 
-    def __init__(self, path: Path, **model_options):
-        super().__init__(path)
+    def __init__(self, device: DeviceEnd | None = None, **model_options):
+        super().__init__(device)
         self.model = ConveyorModel(**model_options)
 
     def press_button(self, pressed: bool = True) -> None:
@@ -249,12 +292,12 @@ class ConveyorSimulator(_DeviceThread):
 
 
 class KnobBoxSimulator(_DeviceThread):
-    """The knob box on a pty: sends both positions on change and every `heartbeat_s`.
+    """The knob box behind `device` (default: a loopback socket): sends both positions on change and every `heartbeat_s`.
     `script` is a list of (seconds from start, a, b) moves, for demos; `set()` moves the knobs now."""
 
-    def __init__(self, path: Path, heartbeat_s: float = 0.5, prototype_format: bool = False,
+    def __init__(self, device: DeviceEnd | None = None, heartbeat_s: float = 0.5, prototype_format: bool = False,
                  script: list[tuple[float, int, int]] | None = None):
-        super().__init__(path)
+        super().__init__(device)
         self.heartbeat_s = heartbeat_s
         self.prototype_format = prototype_format
         self.script = sorted(script or [])
