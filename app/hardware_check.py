@@ -214,8 +214,8 @@ class HardwareCheck:
             link.close()
 
     def _sweep(self, knob: str, readings: list[KnobReading]) -> None:
+        start = len(readings)  # before the instruction: a quick hand's first reading must count
         self.say(f"  turn {KNOB_NAMES[knob]} slowly from one end to the other (up to {self.sweep_s:g} s) ...")
-        start = len(readings)
 
         def seen() -> tuple[int, int]:
             values = [getattr(r, knob) for r in readings[start:]]

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
+
 from capture.errors import GutcheckError
 from capture.synthetic import write_dataset
 from model_builder.augment import Augmentation
@@ -178,3 +180,32 @@ def test_the_builder_knows_exactly_the_architectures_it_can_make():
     assert set(ARCHITECTURES) == set(DEFAULT_SIZES)
     with pytest.raises(GutcheckError, match="takes --density patch"):
         BuildOptions(architecture="features", density_preset="whitened")
+
+
+def test_blocked_weights_download_names_the_file_and_the_one_command(small_dataset, tmp_path):
+    """Issue 19: a fresh station whose network blocks the ImageNet download gets one line with the
+    file to fetch and the command that fetches it; the file it names then builds with --pretrained."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from model_builder.build import BuildOptions, imagenet_weights, make_model
+
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), HTTPS_PROXY="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")  # a proxy nobody listens on: the download fails
+    run = subprocess.run([sys.executable, "-m", "app.cli", "build", "--data", str(small_dataset), "--out",
+                          str(tmp_path / "m"), "--size", "64", "--epochs", "1"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    name, url = imagenet_weights(64)
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("gutcheck")]
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert f"curl -L -o {name} {url}" in lines[0] and "--pretrained PATH" in lines[0], lines[0]
+    assert name == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"  # 64 px: Keras' 224 file
+    shared = REPO.parent / "shared" / "weights" / name
+    if not shared.is_file():
+        pytest.skip(f"{shared} absent: the second half (build from the fetched file) needs it")
+    fetched = shutil.copy(shared, tmp_path / name)
+    model = make_model(BuildOptions(architecture="features", pretrained=str(fetched), size=64), 3)
+    assert model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0) is not None

@@ -20,7 +20,7 @@ from tests.test_protocol import old_frame
 
 
 class Technician:
-    """Does what the check asks: turns the knob it names from 0 to 1000 over half a second, or only
+    """Does what the check asks: turns the knob it names from 0 to 1000 over about a second, resting at each end, or only
     part of the way (`stop_at`), and leaves the knobs alone otherwise."""
 
     def __init__(self, box: KnobBoxSimulator, stop_at: int = 1000):
@@ -35,10 +35,13 @@ class Technician:
                 threading.Thread(target=self._turn, args=(knob,), daemon=True).start()
 
     def _turn(self, knob: str) -> None:
-        for value in range(0, self.stop_at + 1, 50):
+        values = list(range(0, self.stop_at + 1, 50))
+        for value in values:
             a, b = (value, self.box.b) if knob == "A" else (self.box.a, value)
             self.box.set(a, b)
-            time.sleep(0.025)
+            # a hand rests at each end of the travel; without the rest a busy machine could move the
+            # simulated pot on before its 10 ms tick sent the end position (CI saw "50 to 1000")
+            time.sleep(0.3 if value in (values[0], values[-1]) else 0.025)
 
 
 @pytest.fixture
