@@ -12,6 +12,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MVTEC = REPO.parent / "shared" / "datasets" / "mvtec_ad_256"
 
+# Test files that must run in one worker when the suite runs in parallel (`pytest -n 2`, make test):
+# they build the firmware into build/firmware and the AVR emulator always opens /tmp/simavr-uart0.
+ONE_WORKER_GROUPS = {
+    "firmware": ("test_firmware_logic.py", "test_conformance.py", "test_hardware_check.py"),
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for group, files in ONE_WORKER_GROUPS.items():
+            if item.path.name in files:
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(autouse=True)
 def collect_tk_garbage_in_the_main_thread():
@@ -66,20 +79,21 @@ def xvfb_display():
     """A real X server (Xvfb) for window tests; DISPLAY points at it for the whole session."""
     import shutil
     import subprocess
-    import time
 
     if not shutil.which("Xvfb"):
         pytest.fail("Xvfb is missing: `make test` installs it (Debian package xvfb)")
-    for number in range(91, 120):
-        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
-            break
+    # -displayfd: the server picks a free display number and writes it to our pipe once it accepts
+    # connections, so two test workers (pytest -n 2) never race for the same number
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_end,))
+    os.close(write_end)
+    with os.fdopen(read_end) as reply:
+        number = reply.readline().strip()
+    if not number.isdigit():
+        proc.kill()
+        pytest.fail(f"Xvfb did not start (exit code {proc.wait(5)})")
     display = f":{number}"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if Path(f"/tmp/.X11-unix/X{number}").exists():
-            break
-        time.sleep(0.05)
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
     yield display
