@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/gutcheck demo
 
 test: $(STAMP) test-deps
-	$(BIN)/python -m pytest -q tests --durations=20
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python bench/detection.py
