@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.redact import redact
 from capture.errors import GutcheckError
 from model_builder.runtime import RUNTIME_CHOICES
 
@@ -53,7 +54,10 @@ def _crash_log(exc: BaseException) -> str:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"gutcheck-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-            path.write_text(" ".join(sys.argv) + "\n\n" + text, encoding="utf-8")
+            # owner-only (0600 where modes exist) and redacted: a command line may hold a password
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(handle, "w", encoding="utf-8") as log:
+                log.write(redact(" ".join(sys.argv) + "\n\n" + text))
             return str(path)
         except OSError:
             continue
@@ -168,12 +172,20 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         source = FilesSource(paths, "files", on_error=report_unreadable)
     else:
         source = open_source(args.source)
-    if args.source and args.conveyor:
-        outputs.append(ConveyorOutput(ConveyorLink(args.conveyor).start(require_open=True)))
-    log = InspectionLog(Path(args.log_dir)) if args.source and args.log_dir else None
+    if args.settings and not Path(args.settings).is_file():
+        raise GutcheckError(f"--settings {args.settings}: no such file (the publishers it lists would never open)")
+    # the publishers first: a refused URL leaves no log folder and no conveyor link behind
+    publishers = open_publishers(args.publish, args.station, Path(args.settings) if args.settings else None)
+    try:
+        if args.source and args.conveyor:
+            outputs.append(ConveyorOutput(ConveyorLink(args.conveyor).start(require_open=True)))
+        log = InspectionLog(Path(args.log_dir)) if args.source and args.log_dir else None
+    except BaseException:
+        for output in [*outputs[1:], *publishers]:
+            output.close(1.0)
+        raise
     if log is not None:
         outputs.append(LogOutput(log))
-    publishers = open_publishers(args.publish, args.station, Path(args.settings) if args.settings else None)
     outputs += publishers
     if args.source:  # a live line: tell when its good parts stop scoring like the calibration's
         outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
@@ -301,8 +313,12 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+MAX_LAST = 10_000_000  # parts recalibrate may read; SQLite's LIMIT is a 64-bit integer
+
+
 def cmd_recalibrate(args: argparse.Namespace) -> int:
     from app.inspection_log import InspectionLog
+    from app.settings import check_settings_target
     from app.recalibrate import propose, save_histogram, write_proposal
     from model_builder.bundle import load_bundle
 
@@ -310,8 +326,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         raise GutcheckError(f"{args.log_dir}: no inspection log there (inspections.sqlite)")
     if args.target_frr is not None and not 0 < args.target_frr < 1:
         raise GutcheckError("--target-frr must be between 0 and 1")
-    if args.last < 1:
-        raise GutcheckError("--last must be 1 or more")
+    if not 1 <= args.last <= MAX_LAST:
+        raise GutcheckError(f"--last must be from 1 to {MAX_LAST}")
+    if args.write:
+        check_settings_target(Path(args.write))  # before anything is printed or written
     bundle = load_bundle(Path(args.model))
     log = InspectionLog(Path(args.log_dir))
     try:
@@ -538,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             _import_tensorflow_quietly()
         return args.func(args)
     except GutcheckError as exc:
-        print(f"gutcheck: error: {exc}", file=sys.stderr)
+        print(f"gutcheck: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gutcheck: interrupted", file=sys.stderr)
@@ -548,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gutcheck: error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug: one line for the user, the traceback in a file for us
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        first = redact(str(exc).splitlines()[0][:200]) if str(exc) else ""
         print(f"gutcheck: error: unexpected {type(exc).__name__}: {first} (a fault in Gutcheck; the details "
               f"are in {_crash_log(exc)})", file=sys.stderr)
         return 2

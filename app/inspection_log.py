@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from capture.errors import GutcheckError
 from capture.imageio import write_image_atomic
 
 SCHEMA = """
@@ -54,19 +55,51 @@ class Inspection:
     time: float = 0.0
 
 
+def _open_log(path: Path) -> sqlite3.Connection:
+    """The log's database, or a one-line error for a file that is not a Gutcheck log. An existing
+    file is checked read-only first (immutable: no lock, no -wal/-shm made), so a damaged log or
+    another program's SQLite file is left exactly as it was: never switched to WAL, never given our table."""
+    try:
+        if path.is_file() and path.stat().st_size:
+            _check_existing(path)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        raise GutcheckError(f"{path}: the inspection log is damaged ({exc}); move it aside to start a new one") \
+            from None
+    return db
+
+
+def _check_existing(path: Path) -> None:
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise GutcheckError(f"{path}: not an inspection log (not an SQLite file)")
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "inspections" not in tables:
+            raise GutcheckError(f"{path}: not an inspection log (an SQLite file of another program, with tables "
+                                f"{', '.join(sorted(tables)[:5])})")
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(check)
+    finally:
+        db.close()
+
+
 class InspectionLog:
     """Thread-safe: the pipeline writes, the dashboard reads."""
 
     def __init__(self, folder: Path, good_sample_every: int = 50):
         self.folder = Path(folder)
-        self.images = self.folder / "images"
-        self.images.mkdir(parents=True, exist_ok=True)
+        self.images = self.folder / "images"  # made by the first image kept (write_image_atomic)
         self.good_sample_every = good_sample_every
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(self.folder / "inspections.sqlite", check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        path = self.folder / "inspections.sqlite"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = _open_log(path)
         self._goods = 0
 
     def add(self, item: Inspection, image: np.ndarray | None = None, heatmap_image: np.ndarray | None = None) -> int:

@@ -17,6 +17,7 @@ GUTCHECK_MQTT_PASSWORD, GUTCHECK_WEBHOOK_TOKEN) or the settings file, and never 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from typing import Callable
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from app.outputs import QueuedOutput
+from app.redact import redact
 from app.verdict import Verdict
 from capture.errors import GutcheckError
 from capture.imageio import write_image_atomic
@@ -80,19 +82,30 @@ def _file_option(options: dict[str, str], key: str, url: str) -> str | None:
     if value is None:
         return None
     if not Path(value).is_file():
-        raise GutcheckError(f"{_redacted(url)}: {key} file {value} does not exist")
+        raise GutcheckError(f"{redact(url)}: {key} file {value} does not exist")
     return value
 
 
-def _redacted(url: str) -> str:
-    """The URL without any user information, for messages."""
+def checked_url(url: str, secrets_from: str):
+    """`url` split, or a one-line error that never repeats a secret: no user information at all (an
+    `@` anywhere: a password with `/` or `#` in it does not even parse as user information), and a
+    port, if given, from 1 to 65535. `secrets_from` says where the secrets go instead."""
+    if "@" in url:
+        raise GutcheckError(f"{redact(url)}: no user name or password in the URL (a command line is seen by every "
+                            f"user of the machine): set {secrets_from}; write a literal @ as %40")
     parts = urlsplit(url)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        parts = parts._replace(netloc=netloc)
-    return parts.geturl()
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 and ":" in parts.netloc.rpartition("]")[2]:
+        raise GutcheckError(f"{url}: the port must be a number from 1 to 65535")
+    return parts
+
+
+# one client id per publisher: a broker drops a client when another connects with its id, so two
+# --publish URLs on one broker (lineA, lineB) would knock each other off forever
+_CLIENT_NUMBERS = itertools.count(1)
 
 
 class MqttOutput(QueuedOutput):
@@ -108,14 +121,11 @@ class MqttOutput(QueuedOutput):
     def __init__(self, url: str, station: str, secrets: Secrets, maxsize: int = 1000):
         import paho.mqtt.client as mqtt
 
-        parts = urlsplit(url)
-        if parts.username or parts.password:
-            raise GutcheckError(f"{_redacted(url)}: no user name or password in the URL (a command line is seen by "
-                                "every user of the machine): set GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD or "
-                                "mqtt_username / mqtt_password in the settings file")
+        parts = checked_url(url, "GUTCHECK_MQTT_USERNAME / GUTCHECK_MQTT_PASSWORD or mqtt_username / "
+                                 "mqtt_password in the settings file")
         if not parts.hostname:
             raise GutcheckError(f"{url}: no broker host (mqtt://HOST:PORT/PREFIX)")
-        self.url = _redacted(url)
+        self.url = redact(url)
         self.tls = parts.scheme == "mqtts"
         self.host, self.port = parts.hostname, parts.port or (8883 if self.tls else 1883)
         self.prefix = parts.path.strip("/") or "gutcheck"
@@ -128,7 +138,7 @@ class MqttOutput(QueuedOutput):
         self.connects = 0
         self._connack: str | None = None
         self._got_connack = threading.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gutcheck-{station}-{os.getpid()}")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gutcheck-{station}-{os.getpid()}-{next(_CLIENT_NUMBERS)}")
         client.will_set(self.status_topic, "offline", qos=MQTT_QOS, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=16)
         if secrets.mqtt_username or secrets.mqtt_password:
@@ -209,10 +219,8 @@ class WebhookOutput(QueuedOutput):
 
     def __init__(self, url: str, station: str, secrets: Secrets, maxsize: int = 1000,
                  retries_s: tuple[float, ...] = WEBHOOK_RETRIES_S):
-        parts = urlsplit(url)
-        if parts.username or parts.password:
-            raise GutcheckError(f"{_redacted(url)}: no user name or password in the URL: set GUTCHECK_WEBHOOK_TOKEN "
-                                "or webhook_token in the settings file (sent as a bearer token)")
+        parts = checked_url(url, "GUTCHECK_WEBHOOK_TOKEN or webhook_token in the settings file (sent as a "
+                                 "bearer token)")
         if not parts.hostname:
             raise GutcheckError(f"{url}: no host (http://HOST/PATH)")
         options = _query(url)
@@ -285,15 +293,23 @@ PUBLISHERS: dict[str, Callable[[str, str, Secrets], QueuedOutput]] = {
     "mqtts": MqttOutput,
     "http": WebhookOutput,
     "https": WebhookOutput,
-    "folder": lambda url, station, secrets: FolderOutput(Path(url.split(":", 1)[1])),
+    "folder": lambda url, station, secrets: FolderOutput(folder_of(url)),
 }
+
+
+def folder_of(url: str) -> Path:
+    """The folder a `folder:PATH` URL names (refused when empty: it would be the working folder)."""
+    path = url.split(":", 1)[1]
+    if not path.strip():
+        raise GutcheckError("folder: names no folder: give folder:PATH")
+    return Path(path)
 
 
 def open_publisher(url: str, station: str, secrets: Secrets) -> QueuedOutput:
     """The output a `--publish` URL names, connected and checked now (one-line errors at start)."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in PUBLISHERS:
-        raise GutcheckError(f"cannot publish to {_redacted(url)!r}: use mqtt://, mqtts://, http://, https:// or "
+        raise GutcheckError(f"cannot publish to {redact(url)!r}: use mqtt://, mqtts://, http://, https:// or "
                             "folder:PATH")
     return PUBLISHERS[scheme](url, station, secrets)
 
@@ -311,7 +327,10 @@ def open_publishers(urls: list[str] | None, station: str = "", settings_path: Pa
     secrets = Secrets.gather(settings)
     opened: list[QueuedOutput] = []
     try:
-        for url in dict.fromkeys(wanted):  # each once, in order
+        # each once, in order; a folder spelled two ways (out, ./out/, /abs/out) is one publisher
+        same = {url: f"folder:{folder_of(url).resolve()}" if url.lower().startswith("folder:") else url
+                for url in wanted}
+        for url in dict.fromkeys(same[u] for u in wanted):
             opened.append(open_publisher(url, name, secrets))
     except BaseException:
         for output in opened:

@@ -79,11 +79,25 @@ def default_log_dir() -> Path:
     return WORKING_FOLDER_LOG if WORKING_FOLDER_LOG.is_dir() else user_data_dir() / "inspections"
 
 
+def check_settings_target(path: Path) -> None:
+    """A one-line error unless a settings file can be written at `path`: not a folder, and not
+    under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise GutcheckError(f"{path}: is a folder, not a settings file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise GutcheckError(f"{path}: {parent} is a file, not a folder")
+            break
+
+
 def save_settings(path: Path, settings: Settings) -> Path | None:
     """Write the settings atomically. A file there that does not load (damaged, or settings this
     version does not know) is first moved to a dated backup beside it, never overwritten; returns
     the backup's path, or None when there was nothing to keep."""
     path = Path(path)
+    check_settings_target(path)
     backup = None
     if path.exists():
         try:

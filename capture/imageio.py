@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -83,11 +84,16 @@ FOLDER_MODE = 0o755
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to a temp file in the same folder, fsync, and rename over `path`."""
+    """Write bytes to a temp file in the same folder, fsync, and rename over `path`. A file that is
+    replaced keeps its permissions (a settings file made private stays private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        set_mode(fd, FILE_MODE)  # mkstemp makes it private (0600); a saved file is an ordinary one
+        set_mode(fd, mode)  # mkstemp makes it private (0600); a new saved file is an ordinary one
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

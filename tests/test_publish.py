@@ -96,7 +96,7 @@ class Subscriber:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{prefix}-{id(self)}")
         if tls:
             self.client.tls_set(**tls)
             self.client.username_pw_set("reader", PASSWORD)
@@ -152,6 +152,28 @@ def test_mqtt_every_verdict_of_a_200_part_run_arrives_once_in_order(mosquitto_av
         assert sub.statuses()[0] == "online" and sub.statuses()[-1] == "offline"  # closed cleanly
     finally:
         sub.close()
+        broker.kill()
+
+
+def test_two_publishers_on_one_broker_do_not_knock_each_other_off(mosquitto_available, tiny_bundle, tmp_path):
+    """A broker drops a client when another connects with the same id: on f6f4489 lineA and lineB
+    shared one and each lost half its verdicts (20 sent, 20 failed)."""
+    broker = Broker(tmp_path)
+    subs = [Subscriber(broker.port, line) for line in ("lineA", "lineB")]
+    try:
+        for sub in subs:
+            wait_for(lambda: sub.client.is_connected(), 5)
+        outs = [MqttOutput(f"mqtt://127.0.0.1:{broker.port}/{line}", "st", Secrets()) for line in ("lineA", "lineB")]
+        inspector = inspect(load_bundle(tiny_bundle), outs, 40)
+        for out in outs:
+            out.close()
+        for sub in subs:
+            wait_for(lambda: len(sub.verdicts()) >= inspector.inspected, 10)
+        assert [(out.sent, out.failed, out.connects) for out in outs] == [(inspector.inspected, 0, 1)] * 2
+        assert [len(sub.verdicts()) for sub in subs] == [inspector.inspected] * 2
+    finally:
+        for sub in subs:
+            sub.close()
         broker.kill()
 
 
