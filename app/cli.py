@@ -301,11 +301,14 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_WAIT_S = 600.0  # the longest a hardware check waits for a hand at the knobs
+
+
 def cmd_hardware(args: argparse.Namespace) -> int:
     from app.hardware_check import HardwareCheck
 
-    if args.sweep_seconds <= 0 or args.rest_seconds <= 0:
-        raise GutcheckError("--sweep-seconds and --rest-seconds must be above 0")
+    if not all(0 < v <= MAX_WAIT_S for v in (args.sweep_seconds, args.rest_seconds)):  # also refuses nan
+        raise GutcheckError(f"--sweep-seconds and --rest-seconds must be above 0 and at most {MAX_WAIT_S:g}")
     report = HardwareCheck(lambda line: print(line, flush=True), conveyor_url=args.conveyor or "",
                            knobs_url=args.knobs or "", check_knobs=not args.no_knobs,
                            check_conveyor=not args.no_conveyor, rest_s=args.rest_seconds,
@@ -370,9 +373,19 @@ PUBLISH_HELP = ("publish each verdict: mqtt://HOST:PORT/PREFIX, mqtts://..., htt
                 "GUTCHECK_WEBHOOK_TOKEN or the settings file, never from the URL")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the README's promise: a usage error is one line, `gutcheck: error: ...`, exit 2."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("gutcheck").strip()
+        print(f"gutcheck: error: {where + ': ' if where else ''}{redact(message)} (see: {self.prog} --help)",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gutcheck", description="Visual inspection that learns from good parts only.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = OneLineParser(prog="gutcheck", description="Visual inspection that learns from good parts only.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     c = sub.add_parser("capture", help="film good parts and build a good-only image set",
                        description="Capture images into datasets/<part>/<split>/<label>/ (MVTec layout) with "

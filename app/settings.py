@@ -11,7 +11,7 @@ from pathlib import Path
 import tomli_w
 
 from capture.errors import GutcheckError
-from capture.imageio import write_bytes_atomic
+from capture.imageio import FILE_MODE, write_bytes_atomic
 from capture.platforms import user_config_dir, user_data_dir
 from model_builder.scoring import finite_number
 
@@ -109,5 +109,6 @@ def save_settings(path: Path, settings: Settings) -> Path | None:
                 n += 1
                 backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.bak")
             os.replace(path, backup)
-    write_bytes_atomic(path, tomli_w.dumps(asdict(settings)).encode())
+    holds_secrets = bool(settings.mqtt_password or settings.webhook_token)
+    write_bytes_atomic(path, tomli_w.dumps(asdict(settings)).encode(), new_mode=0o600 if holds_secrets else FILE_MODE)
     return backup

@@ -83,14 +83,15 @@ FILE_MODE = 0o644  # what a file saved by an ordinary program gets under the usu
 FOLDER_MODE = 0o755
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, new_mode: int = FILE_MODE) -> None:
     """Write bytes to a temp file in the same folder, fsync, and rename over `path`. A file that is
-    replaced keeps its permissions (a settings file made private stays private)."""
+    replaced keeps its permissions (a settings file made private stays private); a new one gets
+    `new_mode` (0600 for a file holding secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
-        mode = FILE_MODE
+        mode = new_mode
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         set_mode(fd, mode)  # mkstemp makes it private (0600); a new saved file is an ordinary one

@@ -24,6 +24,9 @@ SOURCE = ["--source", "synthetic:parts=2,seed=1"]
     "mqtt://op:S3cret@127.0.0.1/plant",
     "http://op:S3cret/PW@127.0.0.1/hook",     # not even seen as user information by urllib
     "https://op:S3cret@127.0.0.1/hook",
+    "mqtt://op:S3c@ret@127.0.0.1/plant",      # '@' inside the password
+    "mqtt://op:S3c:ret:1883@127.0.0.1/plant",  # ':' inside the password
+    "mqtt://op:S3c%25ret@127.0.0.1/plant",     # '%'-escaped
 ])
 @pytest.mark.parametrize("where", ["command line", "settings file"])
 def test_a_password_in_a_publish_url_is_refused_without_being_shown(tiny_bundle, tmp_path, url, where):
@@ -149,3 +152,32 @@ def test_recalibrate_last_beyond_any_log_is_one_line(tiny_bundle, tmp_path):
     log = logged(tmp_path, tiny_bundle)
     code, out, err = run(["recalibrate", "--model", tiny_bundle, "--log-dir", log, "--last", "99999999999999999999"])
     assert code == 2 and "--last must be from 1 to" in err and "unexpected" not in err, err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["inspct"], "invalid choice: 'inspct'"),
+    (["inspect"], "inspect: the following arguments are required: --model"),
+    (["hardware", "check", "--sweep-seconds", "x"], "invalid float value"),
+    (["hardware", "check", "--sweep-seconds", "nan"], "must be above 0 and at most 600"),
+    (["hardware", "check", "--sweep-seconds", "inf"], "must be above 0 and at most 600"),
+    (["hardware", "check", "--rest-seconds", "-1"], "must be above 0 and at most 600"),
+])
+def test_usage_errors_are_one_line_exit_2(args, words):
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("gutcheck: error: "), \
+        proc.stderr
+    assert words in proc.stderr and "usage:" not in proc.stderr + proc.stdout
+
+
+def test_a_new_settings_file_with_a_secret_is_private(tmp_path):
+    from app.settings import Settings, load_settings, save_settings
+
+    save_settings(tmp_path / "plain.toml", Settings())
+    save_settings(tmp_path / "secret.toml", Settings(mqtt_password="S3cretPW"))
+    assert load_settings(tmp_path / "secret.toml").mqtt_password == "S3cretPW"
+    if os.name == "posix":
+        assert stat.S_IMODE((tmp_path / "secret.toml").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "plain.toml").stat().st_mode) == 0o644
