@@ -95,10 +95,10 @@ def checked_url(url: str, secrets_from: str):
                             f"user of the machine): set {secrets_from}; write a literal @ as %40")
     parts = urlsplit(url)
     try:
-        port = parts.port
+        port = parts.port  # None when not given; ValueError when not a number or above 65535
     except ValueError:
         port = 0
-    if port == 0 and ":" in parts.netloc.rpartition("]")[2]:
+    if port == 0:
         raise GutcheckError(f"{url}: the port must be a number from 1 to 65535")
     return parts
 
@@ -125,7 +125,7 @@ class MqttOutput(QueuedOutput):
                                  "mqtt_password in the settings file")
         if not parts.hostname:
             raise GutcheckError(f"{url}: no broker host (mqtt://HOST:PORT/PREFIX)")
-        self.url = redact(url)
+        self.url = url  # checked_url refused any user information
         self.tls = parts.scheme == "mqtts"
         self.host, self.port = parts.hostname, parts.port or (8883 if self.tls else 1883)
         self.prefix = parts.path.strip("/") or "gutcheck"
@@ -138,7 +138,8 @@ class MqttOutput(QueuedOutput):
         self.connects = 0
         self._connack: str | None = None
         self._got_connack = threading.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gutcheck-{station}-{os.getpid()}-{next(_CLIENT_NUMBERS)}")
+        client_id = f"gutcheck-{station}-{os.getpid()}-{next(_CLIENT_NUMBERS)}"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         client.will_set(self.status_topic, "offline", qos=MQTT_QOS, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=16)
         if secrets.mqtt_username or secrets.mqtt_password:
