@@ -156,7 +156,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     from app.inspection_log import InspectionLog
     from app.inspector import Inspector
     from app.links.conveyor_link import ConveyorLink
-    from app.outputs import ConveyorOutput, JsonLinesOutput, LogOutput
+    from app.outputs import ConveyorOutput, JsonLinesOutput, LogOutput, QueuedOutput
     from app.publish import open_publishers
     from capture.sources import FilesSource, open_source
 
@@ -217,6 +217,11 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         raise GutcheckError(inspector.errors.get())
     if json_out.dropped:
         raise GutcheckError(f"{json_out.dropped} verdicts could not be printed: stdout was too slow to take them")
+    # a publisher that failed never stopped the line, but a run that lost verdicts does not end "fine"
+    losing = [o for o in outputs[1:] if isinstance(o, QueuedOutput) and o.lost]  # the log, the publishers
+    if losing:
+        raise GutcheckError("verdicts lost: " + "; ".join(
+            f"{o.name}: {o.lost} of {o.received} ({o.last_error or 'its queue was full'})" for o in losing))
     return 2 if unreadable else 0  # the README's promise: bad input is exit code 2
 
 

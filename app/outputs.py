@@ -12,6 +12,7 @@ import json
 import queue
 import sys
 import threading
+import time
 from typing import Callable, TextIO
 
 from app.verdict import Verdict
@@ -23,10 +24,16 @@ class Output:
     name = "output"
 
     def __init__(self) -> None:
+        self.received = 0  # verdicts put(); each ends as exactly one of the three below
         self.sent = 0  # verdicts handed on successfully
         self.dropped = 0  # verdicts not handed on: queue full
-        self.failed = 0  # verdicts whose sending raised
+        self.failed = 0  # verdicts whose sending raised, or still unsent when the output closed
         self.last_error = ""
+
+    @property
+    def lost(self) -> int:
+        """Verdicts that never got where this output takes them."""
+        return self.dropped + self.failed
 
     def put(self, verdict: Verdict) -> None:
         raise NotImplementedError
@@ -42,11 +49,17 @@ class Output:
 
 
 class QueuedOutput(Output):
-    """An output with a bounded queue drained by its own thread; subclasses implement `send()`."""
+    """An output with a bounded queue drained by its own thread; subclasses implement `send()`.
+
+    Every verdict put() ends in exactly one counter: sent, dropped (queue full) or failed (sending
+    raised, or it was still queued or in flight when close() gave up waiting)."""
 
     def __init__(self, maxsize: int = 1000) -> None:
         super().__init__()
         self._queue: queue.Queue[Verdict | dict | None] = queue.Queue(maxsize=maxsize)
+        self._counting = threading.Lock()
+        self._closed = False  # once set, the thread counts nothing more: close() has settled the books
+        self.events_lost = 0  # drift messages not sent (they are not verdicts)
         self._thread = threading.Thread(target=self._run, name=f"output-{self.name}", daemon=True)
         self._thread.start()
 
@@ -57,42 +70,68 @@ class QueuedOutput(Output):
         """An event that is not a verdict (drift); outputs that publish to the line send it."""
 
     def put(self, verdict: Verdict) -> None:
-        try:
-            self._queue.put_nowait(verdict)
-        except queue.Full:
-            self.dropped += 1
+        with self._counting:
+            self.received += 1
+            try:
+                self._queue.put_nowait(verdict)
+            except queue.Full:
+                self.dropped += 1
 
     def put_event(self, event: dict) -> None:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self.dropped += 1
+            self.events_lost += 1
 
     def pending(self) -> int:
         return self._queue.qsize()
 
     def _run(self) -> None:
         while True:
-            verdict = self._queue.get()
-            if verdict is None:
+            item = self._queue.get()
+            if item is None or self._closed:
                 return
+            if isinstance(item, dict):
+                try:
+                    self.send_event(item)
+                except Exception:  # a drift message that fails is counted, never raised into the line
+                    self.events_lost += 1
+                continue
             try:
-                if isinstance(verdict, dict):
-                    self.send_event(verdict)
-                    continue
-                self.send(verdict)
-                self.sent += 1
-                self.last_error = ""
+                self.send(item)
+                outcome = "sent"
             except Exception as exc:  # an output that fails never stops inspection; it says so
-                self.failed += 1
+                outcome = "failed"
                 self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            with self._counting:
+                if self._closed:
+                    return  # close() already counted this one as failed
+                setattr(self, outcome, getattr(self, outcome) + 1)
+                if outcome == "sent":
+                    self.last_error = ""
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued for up to `timeout_s`; what is still unsent then counts as failed."""
+        deadline = time.monotonic() + timeout_s
         try:
             self._queue.put(None, timeout=timeout_s)
         except queue.Full:
-            return
-        self._thread.join(timeout_s)
+            pass
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._counting:
+            if self._closed:
+                return
+            self._closed = True
+            unsent = self.received - self.sent - self.dropped - self.failed
+            if unsent:
+                self.failed += unsent
+                before = f"; before: {self.last_error}" if self.last_error else ""
+                self.last_error = f"{unsent} unsent after {timeout_s:g} s at close{before}"
+
+    def summary(self) -> str:
+        events = f", {self.events_lost} drift messages lost" if self.events_lost else ""
+        return (f"{self.name}: {self.received} verdicts: {self.sent} sent, {self.dropped} dropped, "
+                f"{self.failed} failed{events}")
 
 
 class JsonLinesOutput(QueuedOutput):

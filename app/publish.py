@@ -36,10 +36,11 @@ from app.outputs import QueuedOutput
 from app.redact import redact
 from app.verdict import Verdict
 from capture.errors import GutcheckError
-from capture.imageio import write_image_atomic
+from capture.imageio import folder_problem, write_image_atomic
 
 MQTT_QOS = 1
 CONNECT_TIMEOUT_S = 5.0
+STATUS_FORMAT = "gutcheck-status/1"  # a webhook's online/offline record
 WEBHOOK_RETRIES_S = (0.5, 1.0, 2.0)  # waits between the tries of one POST, then it counts as failed
 
 
@@ -234,7 +235,17 @@ class WebhookOutput(QueuedOutput):
         self.retries_s = retries_s
         self.context = ssl.create_default_context(cafile=_file_option(options, "ca", url)) \
             if parts.scheme == "https" else None
+        # like the broker's CONNACK: a webhook that is not there, never answers or answers an error
+        # is refused now, not found out from a counter at the end of the shift
+        try:
+            self._post_once(self._status("online"))
+        except ConnectionError as exc:
+            raise GutcheckError(f"{self.url}: the webhook did not take the station's status POST ({exc}); "
+                                "check the address (it must answer 2xx)") from None
         super().__init__(maxsize)
+
+    def _status(self, status: str) -> dict:
+        return {"format": STATUS_FORMAT, "status": status, "station": self.station}
 
     def send(self, verdict: Verdict) -> None:
         self._post({**verdict.to_json(), "station": self.station})
@@ -244,25 +255,39 @@ class WebhookOutput(QueuedOutput):
         self._post({**event, "station": self.station})
 
     def _post(self, record: dict) -> None:
+        """POST with retries; ConnectionError after the last try."""
+        for wait in (*self.retries_s, None):
+            try:
+                return self._post_once(record)
+            except ConnectionError:
+                if wait is None:
+                    raise
+            time.sleep(wait)
+
+    def _post_once(self, record: dict, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         body = json.dumps(record, allow_nan=False).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        for attempt, wait in enumerate((*self.retries_s, None)):
-            try:
-                request = urllib.request.Request(self.url, body, headers, method="POST")
-                with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S, context=self.context) as reply:
-                    if 200 <= reply.status < 300:
-                        return
-                    problem = f"HTTP {reply.status}"
-            except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                problem = str(getattr(reason, "strerror", None) or reason)
-            if wait is None:
-                raise ConnectionError(problem)
-            time.sleep(wait)
+        try:
+            request = urllib.request.Request(self.url, body, headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout_s, context=self.context) as reply:
+                if 200 <= reply.status < 300:
+                    return
+                problem = f"HTTP {reply.status}"
+        except urllib.error.HTTPError as exc:
+            problem = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            problem = str(getattr(reason, "strerror", None) or reason)
+        raise ConnectionError(problem)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        super().close(timeout_s)
+        try:  # best effort, like MQTT's offline status; the verdicts' counts are already settled
+            self._post_once(self._status("offline"), timeout_s=min(timeout_s, 2.0))
+        except ConnectionError:
+            pass
 
 
 class FolderOutput(QueuedOutput):
@@ -272,12 +297,11 @@ class FolderOutput(QueuedOutput):
 
     def __init__(self, folder: Path, maxsize: int = 1000):
         self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GutcheckError(f"folder:{folder}: cannot write there ({exc.strerror or exc})") from None
-        if not os.access(self.folder, os.W_OK):
-            raise GutcheckError(f"folder:{folder}: cannot write there (not writable)")
+        # checked, not made: the folder appears with the first image, so a refusal later at start
+        # (another publisher, the conveyor) leaves nothing behind
+        problem = folder_problem(self.folder)
+        if problem:
+            raise GutcheckError(f"folder:{folder}: cannot write there ({problem})")
         self.name = f"folder {folder}"
         super().__init__(maxsize)
 

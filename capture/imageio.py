@@ -70,6 +70,20 @@ def read_image(path: Path) -> np.ndarray:
     return to_bgr8(image)
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why files could not be written into `folder` (created when first needed), or None. Creates
+    nothing: a command checks its targets before it makes anything."""
+    folder = Path(folder)
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                return f"{existing} is a file, not a folder"
+            if not os.access(existing, os.W_OK | os.X_OK):
+                return f"{existing} is not writable"
+            return None
+    return None
+
+
 def write_image_atomic(path: Path, image: np.ndarray) -> None:
     """Encode by the file's suffix into a temp file beside it, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

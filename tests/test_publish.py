@@ -282,22 +282,36 @@ def test_mqtts_with_password_and_what_refuses_to_start(mosquitto_available, tiny
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook: takes every POST (204), or answers `status` / hangs once `fail_after` records came."""
     bodies: list[dict] = []
     headers_seen: list[dict] = []
+    fail_after: int | None = None
+    failure: int | str = 500  # an HTTP status, or "hang" (never answer)
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).bodies.append(json.loads(body))
-        type(self).headers_seen.append(dict(self.headers))
-        self.send_response(204)
+        cls = type(self)
+        cls.bodies.append(json.loads(body))
+        cls.headers_seen.append(dict(self.headers))
+        if cls.fail_after is not None and len(cls.bodies) > cls.fail_after:
+            if cls.failure == "hang":
+                time.sleep(30)
+                return
+            self.send_response(cls.failure)
+        else:
+            self.send_response(204)
         self.end_headers()
 
     def log_message(self, *args):
         pass
 
 
-def serve(tls: dict[str, Path] | None = None) -> http.server.ThreadingHTTPServer:
+def serve(tls: dict[str, Path] | None = None, fail_after: int | None = None,
+          failure: int | str = 500) -> http.server.ThreadingHTTPServer:
+    Receiver.bodies, Receiver.headers_seen = [], []
+    Receiver.fail_after, Receiver.failure = fail_after, failure
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.daemon_threads = True
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(tls["server"], tls["key"])
@@ -306,37 +320,60 @@ def serve(tls: dict[str, Path] | None = None) -> http.server.ThreadingHTTPServer
     return server
 
 
+def stop(server: http.server.ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()  # the port closed: a POST now meets "connection refused"
+
+
+def verdict_parts() -> list[int]:
+    return [b["part"] for b in Receiver.bodies if "part" in b]
+
+
 def test_webhook_gets_every_verdict_once_in_order_with_the_token_and_https_is_verified(tiny_bundle, tmp_path):
     bundle = load_bundle(tiny_bundle)
-    Receiver.bodies, Receiver.headers_seen = [], []
     server = serve()
     try:
         out = WebhookOutput(f"http://127.0.0.1:{server.server_port}/verdicts", "st", Secrets(webhook_token="tok"))
         inspector = inspect(bundle, [out], 200)
         out.close(30)
-        parts = [b["part"] for b in Receiver.bodies]
+        parts = verdict_parts()
         print(f"\nwebhook: {inspector.inspected} verdicts, {out.sent} sent, {len(parts)} received, "
               f"{len(parts) - len(set(parts))} duplicates")
         assert parts == list(range(1, inspector.inspected + 1)) or parts == sorted(set(parts))
         assert len(parts) == inspector.inspected == out.sent
         assert Receiver.headers_seen[0]["Authorization"] == "Bearer tok"
+        statuses = [b["status"] for b in Receiver.bodies if b.get("format") == "gutcheck-status/1"]
+        assert statuses == ["online", "offline"] and Receiver.bodies[0]["status"] == "online"
     finally:
-        server.shutdown()
+        stop(server)
 
     certs = make_certificates(tmp_path)
     server = serve(certs)
-    Receiver.bodies = []
     try:
         trusted = WebhookOutput(f"https://localhost:{server.server_port}/v?line=4&ca={certs['ca']}", "st", Secrets())
         assert trusted.url == f"https://localhost:{server.server_port}/v?line=4"  # its own query kept, ours not
-        untrusted = WebhookOutput(f"https://localhost:{server.server_port}/v", "st", Secrets(), retries_s=())
-        inspector = inspect(bundle, [trusted, untrusted], 5)
+        with pytest.raises(GutcheckError, match="CERTIFICATE_VERIFY_FAILED"):  # refused at start, not later
+            WebhookOutput(f"https://localhost:{server.server_port}/v", "st", Secrets(), retries_s=())
+        inspector = inspect(bundle, [trusted], 5)
         trusted.close(30)
-        untrusted.close(30)
-        assert trusted.sent == inspector.inspected == len(Receiver.bodies)
-        assert untrusted.failed == inspector.inspected and "CERTIFICATE_VERIFY_FAILED" in untrusted.state()
+        assert trusted.sent == inspector.inspected == len(verdict_parts())
     finally:
-        server.shutdown()
+        stop(server)
+
+
+@pytest.mark.parametrize("failure, words", [("closed", "Connection refused"), (500, "HTTP 500"),
+                                            (404, "HTTP 404"), ("hang", "timed out")])
+def test_a_webhook_that_is_not_there_or_answers_an_error_is_refused_at_start(failure, words):
+    server = serve(fail_after=0, failure=failure if failure != "closed" else 500)
+    port = server.server_port
+    if failure == "closed":
+        stop(server)
+    try:
+        with pytest.raises(GutcheckError, match=f"127.0.0.1:{port}/hook: the webhook did not take .*{words}"):
+            WebhookOutput(f"http://127.0.0.1:{port}/hook", "st", Secrets(), retries_s=())
+    finally:
+        if failure != "closed":
+            stop(server)
 
 
 def test_a_dead_webhook_never_slows_inspection(tiny_bundle):
@@ -344,13 +381,52 @@ def test_a_dead_webhook_never_slows_inspection(tiny_bundle):
     start = time.perf_counter()
     alone = inspect(bundle, [], 20)
     alone_s = time.perf_counter() - start
-    out = WebhookOutput(f"http://127.0.0.1:{free_port()}/nobody", "st", Secrets(), retries_s=(0.2,))
+    server = serve()
+    out = WebhookOutput(f"http://127.0.0.1:{server.server_port}/nobody", "st", Secrets(), retries_s=(0.2,))
+    stop(server)  # it was there at start and went away
     start = time.perf_counter()
     inspector = inspect(bundle, [out], 20)
     took = time.perf_counter() - start
     assert inspector.inspected == alone.inspected and took < alone_s * 1.5 + 1.0
     out.close(30)
     assert out.failed == inspector.inspected and out.sent == 0
+
+
+@pytest.mark.parametrize("failure", [500, "hang"])
+def test_every_verdict_ends_sent_dropped_or_failed_also_at_close(tiny_bundle, failure):
+    """A webhook that takes two verdicts and then answers 500 or never answers: at close, every
+    verdict is in exactly one counter, the ones still queued or in flight among the failed."""
+    server = serve(fail_after=3, failure=failure)  # the online status and two verdicts
+    try:
+        out = WebhookOutput(f"http://127.0.0.1:{server.server_port}/hook", "st", Secrets(), maxsize=4,
+                            retries_s=(0.1,))
+        inspector = inspect(load_bundle(tiny_bundle), [out], 12)
+        out.close(1.0)
+        print(f"\nwebhook failing with {failure}: {out.summary()}")
+        assert out.received == inspector.inspected
+        assert out.sent == 2 and out.sent + out.dropped + out.failed == out.received
+        assert out.lost == inspector.inspected - 2
+        late = out.sent, out.failed
+        time.sleep(1.5)  # the sending thread may still finish a POST: it changes no counter now
+        assert (out.sent, out.failed) == late
+    finally:
+        stop(server)
+
+
+def test_inspect_that_lost_verdicts_does_not_exit_0(tiny_bundle, capsys):
+    from app.cli import main
+
+    server = serve(fail_after=2, failure=500)  # the online status and one verdict, then 500s
+    try:
+        code = main(["inspect", "--model", str(tiny_bundle), "--source", "synthetic:parts=4,seed=1",
+                     "--publish", f"http://127.0.0.1:{server.server_port}/hook"])
+    finally:
+        stop(server)
+    err = capsys.readouterr().err
+    print(err)
+    assert code == 2
+    assert "4 verdicts: 1 sent, 0 dropped, 3 failed" in err
+    assert err.strip().splitlines()[-1].startswith("gutcheck: error: verdicts lost: webhook 127.0.0.1/hook: 3 of 4")
 
 
 def test_folder_output_sorts_framed_images_by_date_and_verdict(tiny_bundle, tmp_path):
