@@ -55,6 +55,21 @@ def test_a_publish_url_that_cannot_work_is_one_line(tiny_bundle, tmp_path, url, 
     assert code == 2 and err.count("\n") == 1 and words in err and "unexpected" not in err, err
 
 
+@pytest.mark.parametrize("after", [["--publish", "mqtt://127.0.0.1:1/x"], ["--conveyor", "socket://127.0.0.1:1"]])
+def test_a_folder_publisher_before_a_refusal_leaves_no_folder(tiny_bundle, tmp_path, after):
+    """f6f4489 made the folder (and the log folder) before the broker or the conveyor refused."""
+    code, out, err = run(["inspect", "--model", tiny_bundle, *SOURCE, "--log-dir", tmp_path / "log",
+                          "--publish", f"folder:{tmp_path / 'audit' / 'cell4'}", *after])
+    assert code == 2 and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_folder_publisher_under_a_file_is_refused(tiny_bundle, tmp_path):
+    (tmp_path / "plain").write_text("a file\n")
+    code, out, err = run(["inspect", "--model", tiny_bundle, *SOURCE, "--publish", f"folder:{tmp_path}/plain/audit"])
+    assert code == 2 and "plain is a file, not a folder" in err and err.count("\n") == 1, err
+
+
 def test_a_settings_file_that_is_not_there_is_an_error(tiny_bundle, tmp_path):
     code, out, err = run(["inspect", "--model", tiny_bundle, *SOURCE, "--settings", tmp_path / "no-such.toml"])
     assert code == 2 and "no such file" in err, err
