@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,14 @@ from capture.errors import GutcheckError
 from capture.platforms import set_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# Every file or camera that fails gets our own one-line message; OpenCV's log lines ("[ WARN:0@..]
+# PNG input buffer is incomplete") would be a second, different one. OPENCV_LOG_LEVEL, when set,
+# still wins: a technician debugging a camera turns them back on.
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -45,6 +54,27 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
 MAX_IMAGE_BYTES = 512 * 1024 * 1024  # a file larger than this is not a camera picture
 
 
+def png_problem(data: np.ndarray) -> str | None:
+    """What is wrong with a PNG file's chunks (truncated, a checksum that does not match), or None;
+    None for data that is not PNG. Checked before decoding because libpng prints its own error
+    line straight to stderr, which no log level silences."""
+    raw = data.tobytes()
+    if not raw.startswith(PNG_SIGNATURE):
+        return None
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(raw):
+        length = int.from_bytes(raw[at:at + 4], "big")
+        kind, end = raw[at + 4:at + 8], at + 12 + length
+        if end > len(raw):
+            return f"truncated in its {kind.decode('latin-1')!r} chunk"
+        if zlib.crc32(raw[at + 4:at + 8 + length]) != int.from_bytes(raw[end - 4:end], "big"):
+            return f"damaged: the checksum of its {kind.decode('latin-1')!r} chunk does not match"
+        if kind == b"IEND":
+            return None
+        at = end
+    return "truncated: it ends before its last chunk"
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as 8-bit BGR; a missing, unreadable or oversized file, or one that is not
     a regular file (a folder, a FIFO that would block), raises GutcheckError."""
@@ -61,6 +91,9 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise GutcheckError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    problem = png_problem(data)
+    if problem:
+        raise GutcheckError(f"{path}: not a readable image ({problem})")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error:  # e.g. more pixels than OpenCV allows (a "decompression bomb")

@@ -289,6 +289,9 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: int = 30,
             return FolderSource(Path(rest))
         if kind == "synthetic":
             o = _options("synthetic", rest)
+            if ("light" in o) != (o.get("light_from", 0) > 0):  # one without the other changes nothing
+                raise GutcheckError(f"bad source {spec!r}: light=FACTOR and light_from=PART go together "
+                                    "(light_from=120,light=1.1: the light 10 % brighter from part 120 on)")
             return SyntheticSource(o.get("seed", 0), o.get("parts", 40), o.get("defects", 0.3), o.get("size", 256),
                                    o.get("fps", 0.0), o.get("light_from", 0), o.get("light", 1.0))
         if kind in ("rtsp", "http", "https"):

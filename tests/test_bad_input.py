@@ -113,6 +113,8 @@ CASES = [
     ("negative part count", nothing, [*INSPECT, "--source", "synthetic:parts=-5"], ["parts=-5", "between"]),
     ("NaN defect share", nothing, [*INSPECT, "--source", "synthetic:defects=nan"], ["defects=nan"]),
     ("not a number", nothing, [*INSPECT, "--source", "synthetic:seed=x"], ["seed", "integer"]),
+    ("light without light_from", nothing, [*INSPECT, "--source", "synthetic:light=3"], ["light_from=PART go together"]),
+    ("light_from without light", nothing, [*INSPECT, "--source", "synthetic:light_from=5"], ["go together"]),
     ("camera option typo", nothing, [*INSPECT, "--source", "cam:0,widht=640"], ["unknown cam source option 'widht'"]),
     ("video that is a text file", text_file, [*INSPECT, "--source", "file:{work}/notes.txt"], ["not a readable video"]),
     ("unknown source kind", nothing, [*INSPECT, "--source", "webcam:0"], ["unknown source"]),

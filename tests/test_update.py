@@ -4,6 +4,7 @@ calibrated again, without retraining; a new bundle beside the old, provenance li
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -84,3 +85,40 @@ def test_update_through_the_cli_and_what_it_refuses(feature_bundle, tiny_bundle,
     assert other.returncode == 2 and "adds images to a patch density" in other.stderr
     assert not (tmp_path / "m4").exists() and not (tmp_path / "m5").exists()
     assert json.loads((feature_bundle / "m" / "bundle.json").read_text())["provenance"]["added"] == []
+
+
+def damaged_pngs(folder: Path, n: int = 10) -> list[Path]:
+    """PNG files broken the ways a copy goes wrong: cut short, a flipped byte, not a PNG at all."""
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    png = bytearray(cv2.imencode(".png", image)[1].tobytes())
+    paths = []
+    for i in range(n):
+        data = bytearray(png)
+        if i % 3 == 0:
+            data = data[:60 + 10 * i]
+        elif i % 3 == 1:
+            data[80 + i] ^= 0xFF
+        else:
+            data = bytearray(b"not a png at all")
+        paths.append(folder / f"zz_damaged{i}.png")
+        paths[-1].write_bytes(bytes(data))
+    return paths
+
+
+def test_update_over_damaged_pngs_says_one_line_each_and_opencv_says_nothing(small_feature_bundle, small_dataset,
+                                                                             tmp_path, capfd):
+    """f6f4489: 10 damaged PNGs gave OpenCV's and libpng's own lines on stderr before ours."""
+    from app.cli import main
+
+    data = tmp_path / "more"
+    shutil.copytree(small_dataset, data)
+    damaged = damaged_pngs(data / "train" / "good")
+    code = main(["build", "--update", str(small_feature_bundle), "--data", str(data), "--out", str(tmp_path / "m2"),
+                 "--quiet"])
+    out, err = capfd.readouterr()  # the file descriptors: libpng writes to fd 2 itself
+    assert code == 0
+    skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert sorted(line.split(":")[0].removeprefix("skipped ") for line in skipped) == sorted(map(str, damaged))
+    assert not [line for line in err.splitlines() if "libpng" in line or "WARN" in line or "grfmt" in line], err
