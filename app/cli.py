@@ -327,7 +327,7 @@ MAX_LAST = 10_000_000  # parts recalibrate may read; SQLite's LIMIT is a 64-bit 
 def cmd_recalibrate(args: argparse.Namespace) -> int:
     from app.inspection_log import InspectionLog
     from app.settings import check_settings_target
-    from app.recalibrate import propose, save_histogram, write_proposal
+    from app.recalibrate import LARGE_SHIFT, propose, save_histogram, write_proposal
     from model_builder.bundle import load_bundle
 
     if not (Path(args.log_dir) / "inspections.sqlite").is_file():
@@ -350,6 +350,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     if not args.write:
         print("nothing written: run again with --write SETTINGS to use these thresholds")
         return 0
+    if proposal.large_shift and not args.force:  # a proposal that may pass defects is not written unseen
+        raise GutcheckError(f"not written to {args.write}: the parts moved more than {LARGE_SHIFT:g} spreads, so "
+                            "the proposal may pass defects; look at the histogram and the logged images, then "
+                            "--force to write it anyway")
     backup = write_proposal(proposal, Path(args.write), Path(args.model))
     kept = f" (the damaged file before it is kept as {backup})" if backup else ""
     print(f"thresholds written to {args.write}{kept}")
@@ -432,6 +436,8 @@ def parser() -> argparse.ArgumentParser:
     rc.add_argument("--last", type=int, default=200, help="use the last N parts of this model (default 200)")
     rc.add_argument("--target-frr", type=float, help="false-reject rate (default: the bundle's calibration target)")
     rc.add_argument("--write", metavar="SETTINGS", help="write the proposal into this settings file (TOML)")
+    rc.add_argument("--force", action="store_true",
+                    help="with --write: write a proposal even when it warns that the parts moved very far")
     rc.set_defaults(func=cmd_recalibrate)
 
     hw = sub.add_parser("hardware", help="check the knob box and the conveyor (for wiring a new station)",

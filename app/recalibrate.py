@@ -42,11 +42,16 @@ class Proposal:
     density: np.ndarray  # the logged parts' scores
     error: np.ndarray
 
+    @property
+    def large_shift(self) -> bool:
+        """The parts moved so far that the premise (defects a minority, the same part) is in doubt."""
+        return max(abs(self.density_shift), abs(self.error_shift)) > LARGE_SHIFT
+
     def lines(self) -> list[str]:
         c, p = self.current, self.proposed
         warning = [f"warning: the parts moved more than {LARGE_SHIFT:g} spreads; look at the logged images before "
                    "writing this (if the part itself looks different, add new good images: gutcheck build --update)"] \
-            if max(abs(self.density_shift), abs(self.error_shift)) > LARGE_SHIFT else []
+            if self.large_shift else []
         return [f"{self.parts} parts of this model in the log; their medians moved {self.density_shift:+.2f} "
                 f"spreads (density) and {self.error_shift:+.2f} (reconstruction error) from the calibration's",
                 f"now:      density < {c.density:.4g} {c.rule} reconstruction error > {c.reconstruction:.4g} "

@@ -196,3 +196,27 @@ def test_a_new_settings_file_with_a_secret_is_private(tmp_path):
     if os.name == "posix":
         assert stat.S_IMODE((tmp_path / "secret.toml").stat().st_mode) == 0o600
         assert stat.S_IMODE((tmp_path / "plain.toml").stat().st_mode) == 0o644
+
+
+def test_recalibrate_write_refuses_a_proposal_that_warns_of_a_large_shift_unless_forced(tiny_bundle, tmp_path):
+    """f6f4489 wrote a proposal carrying its own "> 3 spreads" warning; that one passed a stain."""
+    from app.inspection_log import Inspection, InspectionLog
+    from model_builder.bundle import load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    t, stats = bundle.thresholds, bundle.good_statistics
+    log = InspectionLog(tmp_path / "log")
+    for _ in range(60):  # every part far off: a different part, or the light gone
+        log.add(Inspection(0, True, stats.density_median - 8 * stats.density_spread, stats.error_median,
+                           t.density, t.reconstruction, t.rule, bundle.info.model_id, "test", None))
+    log.close()
+    settings = tmp_path / "station.toml"
+    settings.write_text('station = "cell-4"\n')
+    args = ["recalibrate", "--model", tiny_bundle, "--log-dir", tmp_path / "log", "--write", settings]
+    code, out, err = run(args)
+    assert code == 2 and err.count("\n") == 1 and "moved more than 3 spreads" in err and "--force" in err, err
+    assert "warning: the parts moved more than" in out  # the proposal is shown, only not written
+    assert settings.read_text() == 'station = "cell-4"\n'
+    code, out, err = run([*args, "--force"])
+    assert code == 0 and "thresholds written" in out, err
+    assert 'station = "cell-4"' in settings.read_text() and "density_threshold" in settings.read_text()
