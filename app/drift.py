@@ -7,20 +7,23 @@ with the held-out good images of the calibration (bundle.json): the shift of eac
 spreads, and the false-reject rate the calibration's goods would have if they moved by that shift
 (an estimate: the recent goods are those that passed, so the true shift is, if anything, larger).
 Past `shift_limit` spreads, or when the estimate passes the same goods' unmoved rate by `frr_limit`,
-it reports drift, and also when more than `reject_limit` of all recent parts were rejected (a drift
-that makes nearly every good part fail leaves few goods to compare); the dashboard shows a banner and the
-shift over time, publishers send a `drift` message. Defect parts are left out: they are not drift.
+it reports drift; and when the share of the last `reject_window` parts rejected rises well above the
+line's own share over the parts before them (a drift that makes nearly every good part fail leaves
+few goods to compare; a line whose defect rate is simply high is not drifting, so the comparison is
+with the line, not with a fixed share). The dashboard shows a banner and the shift over time,
+publishers send a `drift` message. Defect parts are left out of the medians: they are not drift.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 from scipy.special import ndtr
+from scipy.stats import binom
 
 from app.outputs import Output
 from app.verdict import Verdict
@@ -30,7 +33,12 @@ DRIFT_WINDOW = 100  # recent good parts compared with the calibration (a shift s
 DRIFT_MIN_PARTS = 30  # no judgement on fewer
 SHIFT_LIMIT = 2.0  # robust spreads a median may move
 FRR_LIMIT = 0.05  # rise of the estimated false-reject rate at today's thresholds
-REJECT_LIMIT = 0.3  # share of all recent parts rejected: when the drift makes most goods fail, few are left
+REJECT_WINDOW = 50  # the last parts whose reject share is compared with the line's own
+LINE_HISTORY = 500  # the parts before them: the line's own reject share (not fed while drift is reported)
+REJECT_RISE = 0.2  # a rise of the reject share over the line's own that is drift (and beyond chance:)
+REJECT_CHANCE = 1e-5  # tested at every part: thousands of tests a shift, so a small chance per test
+CLEAR_PARTS = 20  # parts in a row without drift before an alarm ends
+FLOOD_SHARE = 0.9  # before the line has a history: the reject share that is drift whatever its defect rate
 
 
 def calibration_goods(bundle) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +58,15 @@ class DriftState:
     error_shift: float  # positive: reconstructed worse
     estimated_frr: float  # of the calibration's goods, moved by these shifts, at the thresholds in force
     drifting: bool
-    reject_rate: float = 0.0  # of all recent parts
+    reject_rate: float = 0.0  # of the last REJECT_WINDOW parts
+    line_reject_rate: float = float("nan")  # of the LINE_HISTORY parts before them (nan: too few yet)
 
     def describe(self) -> str:
         moved = (f"good parts' density moved {self.density_shift:+.1f} spreads, error {self.error_shift:+.1f}; "
                  f"estimated false rejects {self.estimated_frr:.1%} (last {self.parts} good parts)"
                  if np.isfinite(self.density_shift) else f"too few good parts to compare ({self.parts})")
-        return f"{'DRIFT: ' if self.drifting else ''}{moved}; {self.reject_rate:.0%} of recent parts rejected"
+        line = f" (the line's own: {self.line_reject_rate:.0%})" if np.isfinite(self.line_reject_rate) else ""
+        return f"{'DRIFT: ' if self.drifting else ''}{moved}; {self.reject_rate:.0%} of recent parts rejected{line}"
 
     def to_json(self) -> dict:
         def number(x: float, digits: int) -> float | None:
@@ -65,7 +75,8 @@ class DriftState:
         return {"format": "gutcheck-drift/1", "parts": self.parts, "density_shift": number(self.density_shift, 3),
                 "error_shift": number(self.error_shift, 3),
                 "estimated_false_reject_rate": number(self.estimated_frr, 4),
-                "reject_rate": round(self.reject_rate, 4), "drifting": self.drifting}
+                "reject_rate": round(self.reject_rate, 4), "line_reject_rate": number(self.line_reject_rate, 4),
+                "drifting": self.drifting}
 
 
 class DriftWatch(Output):
@@ -76,14 +87,16 @@ class DriftWatch(Output):
 
     def __init__(self, reference_density: np.ndarray, reference_error: np.ndarray, stats: GoodStatistics,
                  window: int = DRIFT_WINDOW, min_parts: int = DRIFT_MIN_PARTS, shift_limit: float = SHIFT_LIMIT,
-                 frr_limit: float = FRR_LIMIT, reject_limit: float = REJECT_LIMIT,
-                 on_change: Callable[[DriftState], None] | None = None):
+                 frr_limit: float = FRR_LIMIT, reject_window: int = REJECT_WINDOW, reject_rise: float = REJECT_RISE,
+                 line_history: int = LINE_HISTORY, on_change: Callable[[DriftState], None] | None = None):
         super().__init__()
         self.reference = (np.asarray(reference_density, float), np.asarray(reference_error, float))
         self.stats = stats
-        self.min_parts, self.shift_limit, self.frr_limit, self.reject_limit = min_parts, shift_limit, frr_limit, \
-            reject_limit
-        self._rejects: collections.deque[bool] = collections.deque(maxlen=window)  # every recent part
+        self.min_parts, self.shift_limit, self.frr_limit, self.reject_rise = min_parts, shift_limit, frr_limit, \
+            reject_rise
+        self._rejects: collections.deque[bool] = collections.deque(maxlen=max(reject_window, min_parts))
+        self._line: collections.deque[bool] = collections.deque(maxlen=line_history)  # the parts before those
+        self._clear_parts = 0  # parts in a row assessed without drift
         self.on_change = on_change
         self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)
         self.history: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=2000)  # time, shifts
@@ -98,25 +111,53 @@ class DriftWatch(Output):
         self.sent += 1
         finite = bool(np.isfinite(verdict.density) and np.isfinite(verdict.error))
         with self._lock:
+            if len(self._rejects) == self._rejects.maxlen and not (self.latest and self.latest.drifting):
+                self._line.append(self._rejects[0])  # a drifting stretch is not the line's own rate
             self._rejects.append(verdict.anomaly)
             if not verdict.anomaly and finite:
                 self._recent.append((verdict.density, verdict.error))
             if len(self._rejects) < self.min_parts or not len(self.reference[0]):
                 return
             state = self.assess(np.array(self._recent).reshape(-1, 2), verdict.thresholds,
-                                float(np.mean(self._rejects)))
-            previous, self.latest = self.latest, state
+                                float(np.mean(self._rejects)), self._line_rate())
+            previous = self.latest
+            # drift ends only after CLEAR_PARTS parts in a row without it: a state at the edge of a
+            # limit would otherwise raise and clear an alarm every few parts
+            self._clear_parts = 0 if state.drifting else self._clear_parts + 1
+            if previous is not None and previous.drifting and not state.drifting and self._clear_parts < CLEAR_PARTS:
+                state = replace(state, drifting=True)
+            self.latest = state
             self.history.append((verdict.time, state.density_shift, state.error_shift))
         started_or_ended = (previous is None and state.drifting) or \
             (previous is not None and previous.drifting != state.drifting)
         if started_or_ended and self.on_change is not None:
             self.on_change(state)
 
-    def assess(self, recent: np.ndarray, thresholds: Thresholds, reject_rate: float = 0.0) -> DriftState:
-        """Compare the recent good parts' scores (n, 2) with the calibration's goods."""
-        too_many_rejects = reject_rate > self.reject_limit
+    def _line_rate(self) -> float:
+        """The line's own reject share before the recent parts; nan while it has too few."""
+        return float(np.mean(self._line)) if len(self._line) >= self.min_parts else float("nan")
+
+    def rejects_rose(self, reject_rate: float, line_rate: float) -> bool:
+        """The last parts' reject share is well above the line's own: by `reject_rise`, and so far
+        that a line rejecting at its own share (taken two standard errors high: it is an estimate)
+        would do so by chance less than REJECT_CHANCE of the time. An exact binomial tail, not a
+        normal one: 30 rejects of 30 on a line at 60 % is a one-in-five-million event, which the
+        normal approximation cannot tell from chance."""
+        if not np.isfinite(line_rate):
+            return reject_rate > FLOOD_SHARE
+        n, m = self._rejects.maxlen, max(len(self._line), 1)
+        own = min(line_rate + 2 * np.sqrt(max(line_rate * (1 - line_rate), 1 / m) / m), 1.0)
+        rejected = round(reject_rate * n)
+        return reject_rate - line_rate > self.reject_rise and binom.sf(rejected - 1, n, own) < REJECT_CHANCE
+
+    def assess(self, recent: np.ndarray, thresholds: Thresholds, reject_rate: float = 0.0,
+               line_rate: float = float("nan")) -> DriftState:
+        """Compare the recent good parts' scores (n, 2) with the calibration's goods, and the last
+        parts' reject share with the line's own."""
+        too_many_rejects = self.rejects_rose(reject_rate, line_rate)
         if len(recent) < self.min_parts // 2:  # the drift may have made nearly every part fail
-            return DriftState(len(recent), float("nan"), float("nan"), float("nan"), too_many_rejects, reject_rate)
+            return DriftState(len(recent), float("nan"), float("nan"), float("nan"), too_many_rejects, reject_rate,
+                              line_rate)
         s = self.stats
         density_shift = (float(np.median(recent[:, 0])) - s.density_median) / s.density_spread
         error_shift = (float(np.median(recent[:, 1])) - s.error_median) / s.error_spread
@@ -124,12 +165,13 @@ class DriftWatch(Output):
         # Against the same goods unmoved: calibration images at or beyond today's thresholds (a small
         # calibration set, thresholds turned by the knobs) are not drift.
         baseline = self.estimated_frr(0.0, 0.0, thresholds)
-        # A median of n scores wanders by about 1.25 / sqrt(n) spreads by chance: a rise of the estimate
-        # counts only when the shift behind it is three times that (30 parts: 0.7 spreads).
+        # A median of n scores wanders by about 1.25 / sqrt(n) spreads by chance, and so did the
+        # calibration's, of its few held-out goods: a rise of the estimate counts only when the shift
+        # behind it is three times their difference's (100 parts against 60 goods: 0.61 spreads).
         worse = max(-density_shift, error_shift)
-        significant = worse > 3 * 1.2533 / np.sqrt(len(recent))
+        significant = worse > 3 * 1.2533 * np.sqrt(1 / len(recent) + 1 / max(len(self.reference[0]), 1))
         drifting = worse > self.shift_limit or (significant and frr - baseline > self.frr_limit) or too_many_rejects
-        return DriftState(len(recent), density_shift, error_shift, frr, drifting, reject_rate)
+        return DriftState(len(recent), density_shift, error_shift, frr, drifting, reject_rate, line_rate)
 
     def estimated_frr(self, density_shift: float, error_shift: float, thresholds: Thresholds) -> float:
         """The share of the calibration's goods the thresholds would reject if they moved by these

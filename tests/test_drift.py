@@ -4,6 +4,7 @@ the synthetic stream raises it (banner, message to publishers), an unchanged str
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from app.drift import DriftWatch, drift_watch
 from app.inspector import Inspector
@@ -93,6 +94,55 @@ def test_an_unchanged_line_raises_no_drift_and_a_flood_of_rejects_does():
     for v in verdicts(rng.normal(-70, 2, 100), rng.normal(0.5, 0.05, 100), t):  # nearly every part fails
         flood.put(v)
     assert flood.latest.drifting and flood.latest.reject_rate > 0.9
+
+
+def line(rng, parts: int, defects: float, shift_from: int | None = None, shift: float = 0.0):
+    """Scores of a line: goods like the calibration's (density -50 +- 2), `defects` of the parts far
+    off (-75 +- 3), the goods' density lowered by `shift` from part `shift_from` on (new lamps)."""
+    density, error = rng.normal(-50, 2, parts), rng.normal(0.5, 0.05, parts)
+    if shift_from is not None:
+        density[shift_from:] -= shift
+    bad = rng.random(parts) < defects
+    density[bad] = rng.normal(-75, 3, bad.sum())
+    return density, error
+
+
+def alarms(density, error, ref_d, ref_e, t) -> list[int]:
+    """The parts at which the watch raised drift."""
+    raised, at = [], [0]
+    watch = DriftWatch(ref_d, ref_e, GoodStatistics.from_scores(ref_d, ref_e),
+                       on_change=lambda s: raised.append(at[0]) if s.drifting else None)
+    for v in verdicts(density, error, t):
+        at[0] = v.part
+        watch.put(v)
+    return raised
+
+
+@pytest.mark.parametrize("defects", [0.0, 0.3, 0.6])
+def test_a_line_whose_defect_rate_is_simply_high_is_not_drifting(defects):
+    """f6f4489 raised and cleared DRIFT five times in 40 parts of a 30 % defect line from the share
+    of rejects alone; the share is now compared with the line's own. 5 lines of 1300 parts each."""
+    raised = []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        ref_d, ref_e, t = reference(rng)
+        raised += alarms(*line(rng, 1300, defects), ref_d, ref_e, t)
+    print(f"\n{defects:.0%} defects, no change: {1000 * len(raised) / 6500:.1f} alarms per 1000 parts")
+    assert raised == []
+
+
+@pytest.mark.parametrize("defects, within", [(0.0, 30), (0.3, 60), (0.6, 60)])
+def test_a_light_change_that_fails_every_good_part_is_raised_whatever_the_defect_rate(defects, within):
+    """The goods' density falls 6 spreads from part 300 on: every good part fails. f6f4489 raised it
+    25-30 parts after the change on a line without defects, and on a 30 % or 60 % line mostly never
+    afresh (its alarm was already on, from the defects)."""
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        ref_d, ref_e, t = reference(rng)
+        raised = alarms(*line(rng, 600, defects, 300, 12.0), ref_d, ref_e, t)
+        assert [a for a in raised if a < 300] == [] and raised, raised
+        print(f"\n{defects:.0%} defects, seed {seed}: drift raised {raised[0] - 300} parts after the change")
+        assert raised[0] - 300 <= within
 
 
 def test_the_pipeline_feeds_the_watch_and_a_light_change_moves_the_good_parts(tiny_bundle):
