@@ -80,6 +80,11 @@ class ConveyorLink:
             self._cond.notify_all()
             return self._seq
 
+    @property
+    def last_tx(self) -> float:
+        """time.monotonic() of the last frame written to the conveyor (its watchdog counts from it)."""
+        return self._last_tx
+
     def pending(self) -> int:
         with self._cond:
             return len(self._queue)
