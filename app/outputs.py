@@ -24,7 +24,6 @@ class Output:
     name = "output"
 
     def __init__(self) -> None:
-        self.received = 0  # verdicts put(); each ends as exactly one of the three below
         self.sent = 0  # verdicts handed on successfully
         self.dropped = 0  # verdicts not handed on: queue full
         self.failed = 0  # verdicts whose sending raised, or still unsent when the output closed
@@ -58,6 +57,7 @@ class QueuedOutput(Output):
         super().__init__()
         self._queue: queue.Queue[Verdict | dict | None] = queue.Queue(maxsize=maxsize)
         self._counting = threading.Lock()
+        self.received = 0  # verdicts put(); each ends as exactly one of sent, dropped, failed
         self._closed = False  # once set, the thread counts nothing more: close() has settled the books
         self.events_lost = 0  # drift messages not sent (they are not verdicts)
         self._thread = threading.Thread(target=self._run, name=f"output-{self.name}", daemon=True)
@@ -99,16 +99,17 @@ class QueuedOutput(Output):
                 continue
             try:
                 self.send(item)
-                outcome = "sent"
+                error = ""
             except Exception as exc:  # an output that fails never stops inspection; it says so
-                outcome = "failed"
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                error = f"{type(exc).__name__}: {str(exc)[:200]}"
             with self._counting:
                 if self._closed:
                     return  # close() already counted this one as failed
-                setattr(self, outcome, getattr(self, outcome) + 1)
-                if outcome == "sent":
-                    self.last_error = ""
+                if error:
+                    self.failed += 1
+                else:
+                    self.sent += 1
+                self.last_error = error
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Send what is queued for up to `timeout_s`; what is still unsent then counts as failed."""
