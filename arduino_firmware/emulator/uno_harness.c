@@ -5,10 +5,13 @@
  *
  * The UART is bridged to a pseudo-terminal linked at /tmp/simavr-uart0 (libsimavrparts' uart_pty).
  * Every change of the STEP (PD3), EN (PD5) and lamp (PD6) pins is printed on stdout as
- *   PIN <name> <level> <emulated-ms>
- * with STEP changes summarised once per 10 ms of activity as "STEPS <changes> <ms> <rises> <last-rise-ms>" (the
- * STEP level changes and rising edges since the last such line, and the emulated time of the latest rising
+ *   PIN <name> <level> <emulated-ms> <lag-ms>
+ * with STEP changes summarised once per 10 ms of activity as "STEPS <changes> <ms> <rises> <last-rise-ms> <lag-ms>"
+ * (the STEP level changes and rising edges since the last such line, and the emulated time of the latest rising
  * edge, to the cycle: a step rate measured between two lines is exact), to keep the stream small.
+ * <lag-ms> is how far emulated time is behind the wall clock at that point (0 when the host keeps up; on a
+ * loaded host the emulator falls behind and then runs flat out to catch up), so that a test can tell the
+ * firmware's timing from the emulator's.
  * A pin's level is what the wiring sees: its output when the pin drives, else its external resistor:
  * EN has the pull-up docs/wiring.md asks for (a floating EN reads 1, driver off), the lamp a pull-down.
  * Lines on stdin drive the resume button (PD7, active low): "BUTTON 1" presses it, "BUTTON 0" releases.
@@ -51,6 +54,11 @@ static double wall_ms(void) {
   return (now.tv_sec - wall_start.tv_sec) * 1000.0 + (now.tv_nsec - wall_start.tv_nsec) / 1e6;
 }
 
+static double lag_ms(void) {
+  double lag = wall_ms() - emulated_ms();
+  return lag > 0 ? lag : 0;
+}
+
 /* The level the outside world sees on PD<bit>: the output if the pin drives, else the resistor. */
 static int wired_level(int bit, int pulled_up) {
   if (avr->data[DDRD_ADDR] & (1 << bit)) return (avr->data[PORTD_ADDR] >> bit) & 1;
@@ -64,7 +72,7 @@ static void report_levels(void) {
     int level = wired_level(bits[i], pullups[i]);
     if (level != reported[bits[i]]) {
       reported[bits[i]] = level;
-      printf("PIN %s %d %.2f\n", names[i], level, emulated_ms());
+      printf("PIN %s %d %.2f %.2f\n", names[i], level, emulated_ms(), lag_ms());
       fflush(stdout);
     }
   }
@@ -105,7 +113,7 @@ static avr_cycle_count_t pace(struct avr_t *a, avr_cycle_count_t when, void *par
   }
   if (emulated_ms() - last_step_report_ms >= 10.0) {
     if (step_count) {
-      printf("STEPS %lu %.2f %lu %.6f\n", step_count, emulated_ms(), rise_count, last_rise_ms);
+      printf("STEPS %lu %.2f %lu %.6f %.2f\n", step_count, emulated_ms(), rise_count, last_rise_ms, lag_ms());
       fflush(stdout);
     }
     step_count = 0;
