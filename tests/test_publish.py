@@ -75,7 +75,12 @@ class Broker:
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for(lambda: self._listening(), 5)
+        LIVE_BROKERS.add(self)
+        try:
+            wait_for(lambda: self._listening(), 5)
+        except BaseException:
+            self.kill()
+            raise
 
     def _listening(self) -> bool:
         try:
@@ -85,8 +90,22 @@ class Broker:
             return False
 
     def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
+        """Stop the broker if it runs; safe to call twice."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        LIVE_BROKERS.discard(self)
+
+
+LIVE_BROKERS: set[Broker] = set()
+
+
+@pytest.fixture(autouse=True)
+def no_broker_outlives_its_test():
+    """A test that fails half-way (or a restart timer that fires late) must not leave mosquitto running."""
+    yield
+    for broker in list(LIVE_BROKERS):
+        broker.kill()
 
 
 class Subscriber:
@@ -183,18 +202,19 @@ def test_mqtt_broker_killed_and_restarted_mid_run(mosquitto_available, tiny_bund
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port, "plant")
     bundle = load_bundle(tiny_bundle)
+    restarted = threading.Event()
+    restart = threading.Timer(1.5, lambda: (broker.start(), restarted.set()))
     try:
         wait_for(lambda: sub.client.is_connected(), 5)
         quiet = time.perf_counter()
         inspect(bundle, [], 120)
         quiet = time.perf_counter() - quiet
         out = MqttOutput(f"mqtt://127.0.0.1:{broker.port}/plant", "st", Secrets())
-        restarted = threading.Event()
 
         def on_verdict(v):
             if v.part == 30:
                 broker.kill()
-                threading.Timer(1.5, lambda: (broker.start(), restarted.set())).start()
+                restart.start()
 
         start = time.perf_counter()
         inspector = inspect(bundle, [out], 120, on_verdict)
@@ -217,6 +237,9 @@ def test_mqtt_broker_killed_and_restarted_mid_run(mosquitto_available, tiny_bund
         assert out.connects >= 2 and "online" in sub.statuses()
         assert set(parts) <= set(range(1, n + 1))
     finally:
+        restart.cancel()
+        if restart.is_alive():
+            restart.join()
         sub.close()
         broker.kill()
 
@@ -224,6 +247,7 @@ def test_mqtt_broker_killed_and_restarted_mid_run(mosquitto_available, tiny_bund
 def test_station_killed_leaves_offline_on_the_status_topic(mosquitto_available, tiny_bundle, tmp_path):
     broker = Broker(tmp_path)
     sub = Subscriber(broker.port, "plant")
+    proc = None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
                                  "synthetic:seed=3,parts=400,fps=30", "--publish",
@@ -235,6 +259,9 @@ def test_station_killed_leaves_offline_on_the_status_topic(mosquitto_available, 
         wait_for(lambda: sub.statuses()[-1:] == ["offline"], 30)
         assert sub.statuses()[0] == "online"
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         sub.close()
         broker.kill()
 
