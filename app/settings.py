@@ -11,7 +11,7 @@ from pathlib import Path
 import tomli_w
 
 from capture.errors import GutcheckError
-from capture.imageio import FILE_MODE, write_bytes_atomic
+from capture.imageio import FILE_MODE, folder_problem, write_bytes_atomic
 from capture.platforms import user_config_dir, user_data_dir
 from model_builder.scoring import finite_number
 
@@ -81,15 +81,13 @@ def default_log_dir() -> Path:
 
 def check_settings_target(path: Path) -> None:
     """A one-line error unless a settings file can be written at `path`: not a folder, and not
-    under a file."""
+    under a file or in a folder that cannot be written (capture.imageio.folder_problem)."""
     path = Path(path)
     if path.is_dir():
         raise GutcheckError(f"{path}: is a folder, not a settings file")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise GutcheckError(f"{path}: {parent} is a file, not a folder")
-            break
+    problem = folder_problem(path.parent)
+    if problem:
+        raise GutcheckError(f"{path}: {problem}")
 
 
 def save_settings(path: Path, settings: Settings) -> Path | None:
