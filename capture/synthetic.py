@@ -8,6 +8,7 @@ one image depends only on (seed, split, index), never on how many images are mad
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ import numpy as np
 
 from capture.imageio import write_image_atomic
 
-DEFECT_CLASSES: tuple[str, ...] = ("scratch", "dent", "missing", "stain", "burn")
+DEFECT_CLASSES: tuple[str, ...] = ("scratch", "dent", "missing", "stain", "burn", "misplaced")
+MISPLACED_SHIFT = (12.0, 20.0)  # px at 256: a misplaced part sits this far off its place (goods: 4 at most)
+MISPLACED_TURN = (15.0, 25.0)  # degrees (goods: 4 at most; a hexagon repeats every 60)
 PLATE_DEFECTS: tuple[str, ...] = ("crack", "pit", "uneven")
 PART_DEFECTS: dict[str, tuple[str, ...]] = {"nut": DEFECT_CLASSES, "plate": PLATE_DEFECTS}
 GOOD = "good"
@@ -70,6 +73,8 @@ def _fill(canvas: np.ndarray, poly: np.ndarray, value: float | tuple[float, ...]
 
 def _part_layer(spec: PartSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render the part alone: BGR colour (float), coverage alpha (0..1) and defect mask (0/255)."""
+    if spec.defect == "misplaced":
+        return _misplaced_layer(spec, size)
     u = size / 256.0  # all sizes below are for a 256-pixel picture
     cx, cy = size / 2 + spec.dx * u, size / 2 + spec.dy * u
     radius = size * 0.33
@@ -99,6 +104,21 @@ def _part_layer(spec: PartSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.n
     if spec.defect != GOOD:
         colour, alpha, mask = _draw_defect(spec, colour, alpha, cx, cy, radius, bore_r)
     return colour.astype(np.float32), alpha, mask
+
+
+def _misplaced_layer(spec: PartSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A flawless part that is not where it belongs: shifted and turned beyond any good part's pose (a
+    logical defect: no patch of it is wrong). The mask marks where the picture differs from the part in
+    its place: the part's outline then and now."""
+    rng = np.random.default_rng(spec.defect_seed)
+    shift, t = rng.uniform(*MISPLACED_SHIFT), rng.uniform(0, 2 * math.pi)
+    turn = rng.choice([-1.0, 1.0]) * rng.uniform(*MISPLACED_TURN)
+    placed = dataclasses.replace(spec, defect=GOOD)
+    moved = dataclasses.replace(placed, dx=spec.dx + shift * math.cos(t), dy=spec.dy + shift * math.sin(t),
+                                angle_deg=spec.angle_deg + turn)
+    colour, alpha, _ = _part_layer(moved, size)
+    expected = _part_layer(placed, size)[1]
+    return colour, alpha, np.where((alpha > 0.5) != (expected > 0.5), 255, 0).astype(np.uint8)
 
 
 def _point_on_face(rng: np.random.Generator, cx: float, cy: float, r_in: float, r_out: float) -> tuple[float, float]:

@@ -40,7 +40,20 @@ def test_mvtec_layout_and_mask_names(tmp_path):
     assert not (root / "ground_truth" / GOOD).exists()
 
 
-@pytest.mark.parametrize("defect", DEFECT_CLASSES)
+def test_a_misplaced_part_is_flawless_but_off_its_place():
+    rng = np.random.default_rng(12)
+    for _ in range(4):
+        spec = random_spec(rng, "misplaced")
+        image, mask = render(spec)
+        clean, _ = render(dataclasses.replace(spec, defect=GOOD))
+        assert set(np.unique(mask)) <= {0, 255} and 0.05 * mask.size < (mask > 0).sum() < 0.5 * mask.size
+        diff = np.abs(image.astype(int) - clean.astype(int)).max(-1)
+        assert np.median(diff[mask > 0]) > 30  # part where the belt should be, and the reverse
+        # the same part, only moved: as bright as a good one
+        assert abs(float(image.mean()) - float(clean.mean())) < 3
+
+
+@pytest.mark.parametrize("defect", [d for d in DEFECT_CLASSES if d != "misplaced"])
 def test_mask_marks_where_the_defect_changed_the_part(defect):
     rng = np.random.default_rng(11)
     for _ in range(4):
