@@ -203,6 +203,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     conveyor = next((o for o in outputs if isinstance(o, ConveyorOutput)), None)
     if inspector.inspected:  # nothing scored (every image unreadable): the error line stands alone
         print(f"gutcheck: network on {inspector.scorer.runtime_note}", file=sys.stderr)
+        print(f"gutcheck: model {bundle.info.model_id}: {bundle.info.calibration.expectation()}", file=sys.stderr)
     for output in outputs[1:]:
         if output.name != "drift watch":
             print(f"gutcheck: {output.summary()}", file=sys.stderr)

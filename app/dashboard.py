@@ -302,7 +302,7 @@ class Dashboard:
         self._use_bundle(bundle)
         if self.source_spec:
             self.open_source(self.source_spec)
-        self.message(f"model {bundle.info.model_id} loaded")
+        self.message(f"model {bundle.info.model_id} loaded: {bundle.info.calibration.expectation()}")
 
     def open_source(self, spec: str) -> bool:
         if self.bundle is None:

@@ -38,6 +38,18 @@ class Calibration:
     outlier_limit: float = 0.0
     outliers: list[OutlierNote] = field(default_factory=list)
 
+    def expectation(self) -> str:
+        """What an operator should expect, and what this calibration set can show at all: N good images
+        bound a false-reject rate only to the exact binomial interval of what they saw."""
+        from model_builder.calibrate import false_reject_interval
+
+        n = self.validation_images
+        rejected = int(round(self.validation_false_reject_rate * n))
+        low, high = false_reject_interval(rejected, n)
+        return (f"expect about {self.target_false_reject_rate:.1%} of good parts rejected; the {n} held-out good "
+                f"images it was calibrated on ({rejected} rejected) show only that the rate lies between "
+                f"{low:.1%} and {high:.1%} (95 %)")
+
 
 @dataclass
 class Training:

@@ -212,8 +212,9 @@ def render_report(bundle, history: dict, evaluation, val: Scores, outlier_inputs
         "</p>",
         f"<p><b>Rule:</b> anomaly if density &lt; {t.density:.4g} <b>{t.rule.upper()}</b> reconstruction error "
         f"&gt; {t.reconstruction:.4g}. Calibrated on {cal.validation_images} held-out good "
-        f"images for a {cal.target_false_reject_rate:.1%} false-reject rate "
-        f"(measured there: {cal.validation_false_reject_rate:.1%}).</p>",
+        f"images for a {cal.target_false_reject_rate:.1%} false-reject rate, shared by the two halves, each "
+        f"threshold where the held-out goods' tail says (extrapolated when they are too few to show it): "
+        f"{html.escape(cal.expectation())}.</p>",
         "<h2>Training</h2>", loss_plot(history),
     ]
     if cal.outliers and outlier_inputs is not None:

@@ -200,7 +200,7 @@ def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_
 
 
 def test_the_proposal_follows_the_good_parts_and_warns_when_they_moved_very_far(tiny_bundle, tmp_path):
-    """Logged parts: the calibration's goods moved 1.5 spreads down in density, with 10 % defects far
+    """Logged parts: the calibration's goods moved down in density past today's threshold, with 10 % defects far
     off. The proposal must bring the moved goods' false rejects back near the target; a log whose
     parts moved very far says to look before writing."""
     from app.drift import calibration_goods
@@ -213,7 +213,9 @@ def test_the_proposal_follows_the_good_parts_and_warns_when_they_moved_very_far(
     ref_d, ref_e = calibration_goods(bundle)
     rng = np.random.default_rng(3)
     pick = rng.integers(len(ref_d), size=180)
-    good_d = ref_d[pick] - 1.5 * stats.density_spread + rng.normal(0, 0.1 * stats.density_spread, 180)
+    # far enough that today's threshold rejects most of them (it sits this many spreads below the median)
+    shift = max(1.5, (stats.density_median - t.density) / stats.density_spread + 0.5)
+    good_d = ref_d[pick] - shift * stats.density_spread + rng.normal(0, 0.1 * stats.density_spread, 180)
     good_e = ref_e[pick]
     log = InspectionLog(tmp_path / "log")
 
@@ -231,7 +233,7 @@ def test_the_proposal_follows_the_good_parts_and_warns_when_they_moved_very_far(
     after = is_anomaly(good_d, good_e, proposal.proposed).mean()
     print(f"\nmoved goods rejected: {before:.0%} now, {after:.0%} with the proposal (shift "
           f"{proposal.density_shift:+.2f} spreads)")
-    assert before > 0.3 and after < 0.1 and -1.8 < proposal.density_shift < -1.2
+    assert before > 0.3 and after < 0.1 and -shift - 0.3 < proposal.density_shift < -shift + 0.3
     for _ in range(300):  # then a part that looks different: far off, and most of the log
         add(stats.density_median - 30 * stats.density_spread, stats.error_median)
     assert any(line.startswith("warning: the parts moved more than") for line in propose(bundle, log).lines())

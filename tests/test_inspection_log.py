@@ -67,7 +67,7 @@ def test_kill_9_loses_at_most_the_row_in_flight(tmp_path):
 
 def test_headless_inspect_of_a_live_source_prints_json_lines(tiny_bundle, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "app.cli", "inspect", "--model", str(tiny_bundle), "--source",
-                           "synthetic:seed=1,parts=6", "--log-dir", str(tmp_path / "log")],
+                           "synthetic:seed=1,parts=6,defects=1.0", "--log-dir", str(tmp_path / "log")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -78,7 +78,7 @@ def test_headless_inspect_of_a_live_source_prints_json_lines(tiny_bundle, tmp_pa
     assert db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0] == 6
     # every anomaly keeps its picture and, beside it, the heatmap that explains the verdict
     anomalies = [r for r in db.execute("SELECT image FROM inspections WHERE verdict='anomaly'").fetchall()]
-    assert anomalies  # the tiny model flags some of the synthetic parts
+    assert anomalies  # every part has a defect: the tiny model flags some
     for (image,) in anomalies:
         assert (tmp_path / "log" / "images" / image).is_file()
         assert (tmp_path / "log" / "images" / image.replace(".png", "_heatmap.png")).is_file()
