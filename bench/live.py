@@ -1,11 +1,12 @@
-"""Live speed: the inspector's per-frame scoring of the default model (detector v2) against the v1
-default and the prototype's per-frame method, and the verdict-to-serial time through the conveyor link.
+"""Live speed: the inspector's per-frame scoring of the default model (detector v3) against detector v2,
+the v1 default and the prototype's per-frame method, and the verdict-to-serial time through the conveyor link.
 
     .venv/bin/python bench/live.py [--frames 300]
 
 In the same run and on the same frames it times:
-- default (detector v2, `--default-size`, 384 px): Inspector.inspect(frame): preprocess, one forward pass
-  (frozen encoder, latent, the context decoder's error per position) on the inspector's default runtime
+- v2 and default (detector v3, `--default-size`, 384 px): Inspector.inspect(frame): preprocess, one forward
+  pass (frozen encoder, latent, the context decoder's error per position; v3 also the whole image's
+  Mahalanobis distance, and the border correction of both maps) on the inspector's default runtime
   (auto: OpenVINO when it matches TensorFlow), the KDE on the latents (a memory of FEATURE_MEMORY patches,
   as a real build keeps), verdict, the combined heatmap; nothing touches the disk; then the same on
   TensorFlow, the reference runtime;
@@ -36,34 +37,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PATCH_MEMORY = 5_898  # patches the screw build keeps at 384 px: 1 % of 256 images x 48 x 48
 
 
-def make_feature_bundle(size: int):
-    """A detector v2 bundle as `build` makes it, with random decoder weights."""
+def make_feature_bundle(size: int, whole_image: bool = True):
+    """A detector v3 bundle (v2 with `whole_image` False) as `build` makes it, with random decoder weights."""
     import keras
 
     from model_builder.architectures import context_decoder, feature_cae, feature_extractor
     from model_builder.build import FEATURE_COARSE, FEATURE_MEMORY, BuildOptions
     from model_builder.bundle import Bundle
     from model_builder.density import PatchKDE
-    from model_builder.feature_model import extract_features, fit_projection, project
+    from model_builder.feature_model import extract_features, fit_projection, fit_whole_image, project
     from model_builder.preprocess import Preprocessing
-    from model_builder.scoring import GoodStatistics, ReconstructionScore, Thresholds
+    from model_builder.scoring import BorderCorrection, GoodStatistics, ReconstructionScore, Thresholds
 
     keras.utils.set_random_seed(0)
     options = BuildOptions()
-    extractor = feature_extractor(size, 3, weights=None)
+    extractor = feature_extractor(size, 3, weights=None, whole_image=whole_image)
     x = np.random.default_rng(0).random((40, size, size, 3)).astype(np.float32)
     features = extract_features(extractor, x)
+    whole = None
+    if whole_image:
+        features, image_features = features
+        whole = fit_whole_image(image_features)
     mean, projection, scale = fit_projection(features, options.latent_dim)
     latent = project(features, mean, projection)
     positions = int(np.prod(latent.shape[1:-1]))
     density = PatchKDE(coreset=min(1.0, FEATURE_MEMORY / (len(latent) * positions)),
                        max_memory=FEATURE_MEMORY, coarse=FEATURE_COARSE).fit(latent)
     model = feature_cae(extractor, mean, projection, scale,
-                        context_decoder(options.latent_dim, options.ring, options.decoder_width))
+                        context_decoder(options.latent_dim, options.ring, options.decoder_width), whole)
     stats = GoodStatistics(0, 1, 0, 1)
+    maps = np.random.default_rng(1).normal(0, 1, (8, *latent.shape[1:3]))
     return Bundle(model, density, Preprocessing(size), Thresholds(-1e9, 1e9, "or"), stats,
                   {"density": [0, 1], "reconstruction": [0, 1]}, ReconstructionScore("feature"),
-                  map_statistics=stats, combination="sum")
+                  map_statistics=stats, combination="sum", whole_image_weight=0.01 if whole_image else 0.0,
+                  border=BorderCorrection.fit(maps, np.abs(maps)) if whole_image else None)
 
 
 def make_bundle(architecture: str, size: int):
@@ -182,9 +189,12 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, TensorFlow {tf.__version__}, {args.frames} frames per run")
     stream = frames(args.frames)
     default_size = args.default_size or BuildOptions().size
+    v2 = time_gutcheck(make_feature_bundle(default_size, whole_image=False), stream)
+    print(line(f"v2 {default_size}² gutcheck", v2), flush=True)
     feature_bundle = make_feature_bundle(default_size)
     default = time_gutcheck(feature_bundle, stream)
     print(line(f"default {default_size}² gutcheck", default), flush=True)
+    print(f"default against v2 in this run: {v2.mean() / default.mean():.3f} of v2's frames/s", flush=True)
     print(line(f"default {default_size}² on tensorflow", time_gutcheck(feature_bundle, stream, "tensorflow")),
           flush=True)
     for arch in filter(None, args.architectures.split(",")):

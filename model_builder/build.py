@@ -21,16 +21,19 @@ from model_builder.metadata import Calibration, ModelInfo, OutlierNote, Provenan
 from model_builder.density import Density, PatchKDE, density_class
 from model_builder.losses import LOSSES, make_loss
 from model_builder.preprocess import Preprocessing
-from model_builder.scoring import (RECONSTRUCTION_SCORES, RULES, GoodStatistics, ReconstructionScore, Scorer, Scores,
-                                   Thresholds, is_anomaly)
+from model_builder.scoring import (RECONSTRUCTION_SCORES, RULES, WHOLE_IMAGE_SHARE, BorderCorrection,
+                                   GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly,
+                                   robust_spread, worst_mean)
 
 
-DEFAULT_SIZES = {"features": 384, "mobilenet": 384, "residual": 128, "prototype": 128}
+DEFAULT_SIZES = {"features-whole": 384, "features": 384, "mobilenet": 384, "residual": 128, "prototype": 128}
 """The architectures the builder knows, and the input size of each: the prototype's 128; the pretrained encoder's patch density needs
 more to see small defects (screw patch-density AUROC 0.64-0.77 at 128, 0.85-0.88 at 256, 0.90-0.92
 at 384; pill 0.94 at 256, 0.96 at 384: bench notes)."""
-DEFAULT_SCORES = {"features": "feature"}  # the reconstruction error each architecture needs; others: ssim
-DEFAULT_EPOCHS = {"features": 15}  # the feature decoder converges in ~15 epochs; pixel CAEs: 60 with early stop
+FEATURE_ARCHITECTURES = ("features-whole", "features")  # detector v3 (v2 and the whole image's Gaussian), v2
+DEFAULT_SCORES = {name: "feature" for name in FEATURE_ARCHITECTURES}  # the error each needs; others: ssim
+DEFAULT_EPOCHS = {name: 15 for name in FEATURE_ARCHITECTURES}  # the feature decoder converges in ~15 epochs;
+# pixel CAEs: 60 with early stop
 FEATURE_MEMORY = 5_000  # patches the feature model's density keeps (screw 0.92-0.94 vs 0.89-0.93 with 2 500)
 FEATURE_COARSE = 0.1  # its first pass ranks every position against the first 10 % of them (PatchKDE.patch_maps)
 
@@ -42,7 +45,7 @@ class BuildOptions:
     size: int = 0  # 0: the architecture's size (DEFAULT_SIZES)
     color: str = "rgb"
     crop: int = 0
-    architecture: str = "features"  # detector v2: feature autoencoder (bench/results/detection-v2.txt)
+    architecture: str = "features-whole"  # detector v3: v2 and the whole image's Gaussian (bench/results/detection.txt)
     pretrained: str = "imagenet"  # mobilenet only: "imagenet", a path to the no-top .h5, or "none"
     loss: str = "hybrid"
     alpha: float = 0.5  # weight of SSIM in the hybrid loss
@@ -78,13 +81,13 @@ class BuildOptions:
             self.reconstruction_score = DEFAULT_SCORES.get(self.architecture, "ssim")
         if not self.epochs:
             self.epochs = DEFAULT_EPOCHS.get(self.architecture, 60)
-        if (self.architecture == "features") != (self.reconstruction_score == "feature"):
-            raise GutcheckError("the feature reconstruction error goes with --architecture features, and only "
-                                "with it")
+        if self.feature_model != (self.reconstruction_score == "feature"):
+            raise GutcheckError("the feature reconstruction error goes with --architecture features or "
+                                "features-whole, and only with them")
         density_class(self.density_preset)  # an unknown preset: one line naming the known ones
         if self.feature_model and self.density_preset != PatchKDE.preset:
-            raise GutcheckError("--architecture features takes --density patch (its heatmap is the density per "
-                                "position)")
+            raise GutcheckError(f"--architecture {self.architecture} takes --density patch (its heatmap is the "
+                                "density per position)")
         checks = (("seed", self.seed >= 0, "0 or more"), ("epochs", self.epochs >= 1, "1 or more"),
                   ("batch size", self.batch_size >= 1, "1 or more"),
                   ("learning rate", 0 < self.learning_rate < 1, "between 0 and 1"),
@@ -103,7 +106,12 @@ class BuildOptions:
 
     @property
     def feature_model(self) -> bool:
-        return self.architecture == "features"
+        return self.architecture in FEATURE_ARCHITECTURES
+
+    @property
+    def whole_image(self) -> bool:
+        """The detector adds the whole image's Gaussian to the patch density (detector v3)."""
+        return self.architecture == "features-whole"
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -188,7 +196,7 @@ def make_model(options: BuildOptions, channels: int):
     try:
         return ARCHITECTURES[options.architecture](options.size, channels, weights=weights)
     except (OSError, ValueError, Exception) as exc:  # a failed download surfaces as several types
-        if options.architecture in ("mobilenet", "features"):
+        if options.architecture == "mobilenet" or options.feature_model:
             name, url = imagenet_weights(options.size)
             where = "download" if weights == "imagenet" else "load"
             raise GutcheckError(
@@ -233,8 +241,10 @@ def score_in_batches(scorer: Scorer, x: np.ndarray, batch: int = 32, keep_heatma
                                              keep_maps=keep_position_maps))
             bar.update(len(x[i:i + batch]))
     recon = None if parts[0].reconstruction is None else np.concatenate([p.reconstruction for p in parts])
+    whole = None if parts[0].whole_image is None else np.concatenate([p.whole_image for p in parts])
     merged = Scores(recon, np.concatenate([p.error for p in parts]),
-                    np.concatenate([p.density for p in parts]), np.concatenate([p.anomaly for p in parts]))
+                    np.concatenate([p.density for p in parts]), np.concatenate([p.anomaly for p in parts]),
+                    whole_image=whole)
     if keep_position_maps:
         return merged, (np.concatenate([p.position_maps[0] for p in parts]),
                         np.concatenate([p.position_maps[1] for p in parts]))
@@ -316,12 +326,16 @@ def train_feature_model(options: BuildOptions, x_train: np.ndarray, x_val: np.nd
     """Detector v2: features once, the principal-component latent, the context decoder on cached
     latents; returns the assembled model, the decoder's history and the training latents."""
     from model_builder.architectures import context_decoder, feature_cae
-    from model_builder.feature_model import extract_features, fit_projection, project, train_decoder
+    from model_builder.feature_model import extract_features, fit_projection, fit_whole_image, project, train_decoder
 
     extractor = make_model(options, channels)
     with stage_bar("features", len(x_train) + len(x_val), "image", show_progress) as bar:
         f_train = extract_features(extractor, x_train, progress=bar.update)
         f_val = extract_features(extractor, x_val, progress=bar.update)
+    whole_image = None
+    if options.whole_image:  # (patches, whole-image features): the Gaussian is fitted on the training images
+        (f_train, image_train), (f_val, _) = f_train, f_val
+        whole_image = fit_whole_image(image_train)
     mean, projection, scale = fit_projection(f_train, options.latent_dim, options.seed)
     latent_train, latent_val = project(f_train, mean, projection), project(f_val, mean, projection)
     del f_train, f_val
@@ -331,7 +345,7 @@ def train_feature_model(options: BuildOptions, x_train: np.ndarray, x_val: np.nd
     if len(history.get("loss", [])) < options.epochs:
         log(f"note: the decoder trained {len(history.get('loss', []))} of {options.epochs} epochs: the time limit "
             f"(--train-minutes) stopped it, so this model depends on this machine's speed")
-    return feature_cae(extractor, mean, projection, scale, decoder), history, latent_train
+    return feature_cae(extractor, mean, projection, scale, decoder, whole_image), history, latent_train
 
 
 def build(data: Path, out: Path | None, options: BuildOptions | None = None, force: bool = False,
@@ -395,6 +409,25 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     return finish(calibrated, data, out, options, history, force, report, show_progress, log, start)
 
 
+def fit_v3_corrections(scorer: Scorer, val: Scores, val_maps: tuple[np.ndarray, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Detector v3 on the held-out goods' raw maps: the border correction, then the whole image's
+    weight; `val`'s scores become what the finished scorer gives, and its corrected maps are returned."""
+    scorer.border = BorderCorrection.fit(*val_maps)
+    density_maps, error_maps = scorer.border.apply(*val_maps)
+    val.density = worst_mean(density_maps, scorer.density.worst, highest=False)
+    val.error = worst_mean(error_maps, scorer.reconstruction_score.top_count)
+    scorer.whole_image_weight = whole_image_weight(val.density, val.whole_image)
+    val.density = val.density - scorer.whole_image_weight * val.whole_image
+    return density_maps, error_maps
+
+
+def whole_image_weight(patch_density: np.ndarray, whole_image: np.ndarray) -> float:
+    """The weight at which the whole image's distance spreads WHOLE_IMAGE_SHARE as far as the patch
+    density over the held-out good images."""
+    return WHOLE_IMAGE_SHARE * robust_spread(patch_density) / robust_spread(whole_image)
+
+
 @dataclass
 class Calibrated:
     """A bundle calibrated on held-out good images, with what the report shows of them."""
@@ -409,8 +442,11 @@ def calibrate(scorer: Scorer, options: BuildOptions, x_val: np.ndarray, val_path
               show_progress: bool, log) -> Calibrated:
     """Score the held-out good images with the finished model and density; leave out the outliers
     (listed to check); thresholds for the target false-reject rate, the good statistics, knob ranges."""
+    scorer.whole_image_weight, scorer.border = 0.0, None  # the raw maps first: v3's corrections are fitted on them
     val, val_maps = score_in_batches(scorer, x_val, keep_position_maps=scorer.feature_model,
                                      stage="calibration", show_progress=show_progress)
+    if options.whole_image:
+        val_maps = fit_v3_corrections(scorer, val, val_maps)
     outliers = validation_outliers(val.density, val.error, options.outlier_limit)
     kept = np.setdiff1d(np.arange(len(x_val)), outliers)
     outlier_notes = [OutlierNote(str(val_paths[i]), float(val.density[i]), float(val.error[i])) for i in outliers]
@@ -442,6 +478,8 @@ def calibrate(scorer: Scorer, options: BuildOptions, x_val: np.ndarray, val_path
         map_statistics=map_statistics(val_maps, kept) if val_maps is not None else None,
         combination="sum" if scorer.feature_model else "",
         info=info,
+        whole_image_weight=scorer.whole_image_weight,
+        border=scorer.border,
     )
     return Calibrated(bundle, val, val_kept, x_val[outliers])
 

@@ -1,7 +1,9 @@
-"""Model bundle v2: one folder read by every tool (version 1 bundles still load and score as before).
+"""Model bundle v3: one folder read by every tool (version 1 and 2 bundles still load and score as before).
 
     model.keras   Keras model: image -> (reconstruction, latent), or for the feature autoencoder
-                  (error per latent position, latent); loaded with safe_mode
+                  (error per latent position, latent), and for detector v3 also the whole image's
+                  squared Mahalanobis distance (bundle.json's whole_image_weight weighs it); loaded
+                  with safe_mode
     density.npz   the latent density's state as plain arrays (no pickle)
     bundle.json   format version, preprocessing, thresholds, rule, and the model's description
                   (ModelInfo: identity, calibration, training, provenance, evaluation)
@@ -27,11 +29,11 @@ from capture.trash import move_to_trash
 from model_builder.density import Density, PatchKDE, density_from_arrays
 from model_builder.metadata import ModelInfo
 from model_builder.preprocess import Preprocessing
-from model_builder.scoring import (COMBINATIONS, GoodStatistics, ReconstructionScore, Scorer, Thresholds,
-                                   combined_score, finite_number, rule_combination)
+from model_builder.scoring import (COMBINATIONS, BorderCorrection, GoodStatistics, ReconstructionScore, Scorer,
+                                   Thresholds, combined_score, finite_number, rule_combination)
 
 FORMAT = "gutcheck-bundle"
-FORMAT_VERSION = 2  # 2: the feature autoencoder, map statistics, the score combination
+FORMAT_VERSION = 3  # 2: the feature autoencoder, map statistics, the score combination; 3: the whole image
 MODEL_FILE, DENSITY_FILE, META_FILE = "model.keras", "density.npz", "bundle.json"
 
 
@@ -50,6 +52,8 @@ class Bundle:
     path: Path | None = None
     map_statistics: GoodStatistics | None = None  # feature autoencoder: good positions, for the heatmap
     combination: str = ""  # how the two scores make the single `score` (COMBINATIONS); "": the rule's
+    whole_image_weight: float = 0.0  # detector v3: the whole image's distance in the density (Scorer)
+    border: BorderCorrection | None = None  # detector v3: the edge positions on the interior's scale
 
     def __post_init__(self) -> None:
         if not self.combination:
@@ -66,7 +70,7 @@ class Bundle:
     def scorer_on(self, runtime: str) -> Scorer:
         """A scorer whose network runs on `runtime` (model_builder/runtime.py: auto, tensorflow, openvino)."""
         return Scorer(self.model, self.density, self.preprocessing, self.thresholds, self.reconstruction_score,
-                      self.map_statistics, runtime)
+                      self.map_statistics, runtime, self.whole_image_weight, self.border)
 
     def combined(self, density: np.ndarray, error: np.ndarray) -> np.ndarray:
         """The single anomaly score (higher = worse) that the report's ROC and `inspect` use."""
@@ -90,6 +94,10 @@ class Bundle:
         )
         if self.map_statistics is not None:
             meta["map_statistics"] = self.map_statistics.to_dict()
+        if len(self.model.outputs) == 3:
+            meta["whole_image_weight"] = self.whole_image_weight
+        if self.border is not None:
+            meta["border_correction"] = self.border.to_dict()
         return meta
 
 
@@ -225,6 +233,19 @@ def _check_model_fits(model, density: Density, preprocessing: Preprocessing) -> 
         raise GutcheckError(f"density.npz: bandwidth {density.bandwidth} is not a positive number")
 
 
+def _whole_image_weight(model, meta: dict) -> float:
+    """Detector v3's weight of the whole image's distance: a model that computes the distance needs
+    one (a finite number of 0 or more); a v2 model has none."""
+    if len(model.outputs) != 3:
+        return 0.0
+    if "whole_image_weight" not in meta:
+        raise GutcheckError("bundle.json has no whole_image_weight for a model that measures the whole image")
+    weight = finite_number(meta["whole_image_weight"], "whole_image_weight")
+    if weight < 0:
+        raise GutcheckError(f"whole_image_weight must be 0 or more, not {weight}")
+    return weight
+
+
 def load_bundle(path: Path) -> Bundle:
     """Load a bundle folder; any problem is a one-line GutcheckError."""
     path = Path(path)
@@ -254,6 +275,8 @@ def load_bundle(path: Path) -> Bundle:
             path=path,
             map_statistics=_good_statistics(meta, "map_statistics") if "map_statistics" in meta else None,
             combination=str(meta.get("score_combination", "")),
+            whole_image_weight=_whole_image_weight(model, meta),
+            border=BorderCorrection.from_dict(meta["border_correction"]) if "border_correction" in meta else None,
         )
     except GutcheckError as exc:
         raise GutcheckError(f"{path}: {exc}; rebuild the model") from None

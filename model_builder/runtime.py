@@ -9,7 +9,7 @@ failure of such runtimes, so OpenVINO is used only after it reproduced TensorFlo
 inputs to within PARITY_TOLERANCE; otherwise the scorer stays on TensorFlow and says why.
 
     runtime, note = open_runtime(model, (384, 384, 3), "auto")
-    error_map, latent = runtime(inputs)
+    error_map, latent, *rest = runtime(inputs)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ PROBE_COUNT = 2  # probe inputs the parity check runs (uniform noise and a mid-g
 class Runtime(Protocol):
     name: str
 
-    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
 class TensorFlowRuntime:
@@ -46,9 +46,8 @@ class TensorFlowRuntime:
 
         self._run = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
-    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        first, second = self._run(np.ascontiguousarray(inputs, dtype=np.float32))
-        return first.numpy(), second.numpy()
+    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(out.numpy() for out in self._run(np.ascontiguousarray(inputs, dtype=np.float32)))
 
 
 class OpenVinoRuntime:
@@ -69,14 +68,13 @@ class OpenVinoRuntime:
         self._compiled = ov.Core().compile_model(ov.convert_model(traced), "CPU", {
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
         self._request = self._compiled.create_infer_request()
-        # the converted graph may expose inner shape tensors as extra outputs: take the model's two by name
+        # the converted graph may expose inner shape tensors as extra outputs: take the model's own by name
         by_name = {name: out for out in self._compiled.outputs for name in out.get_names()}
         self._outputs = [by_name[t.name] for t in traced.outputs]
 
-    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, ...]:
         result = self._request.infer({0: np.ascontiguousarray(inputs, dtype=np.float32)})
-        first, second = (np.array(result[o]) for o in self._outputs)  # copies: the request reuses its buffers
-        return first, second
+        return tuple(np.array(result[o]) for o in self._outputs)  # copies: the request reuses its buffers
 
 
 RUNTIMES: dict[str, Callable[..., Runtime]] = {"tensorflow": TensorFlowRuntime, "openvino": OpenVinoRuntime}

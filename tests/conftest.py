@@ -59,13 +59,14 @@ def tiny_bundle(small_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_feature_bundle(tmp_path_factory) -> Path:
-    """A detector v2 bundle (feature autoencoder, patch KDE) at 64 px, untrained encoder: seconds to build."""
+    """A bundle of the default detector (v3: feature autoencoder, patch KDE, the whole image's Gaussian) at
+    64 px, untrained encoder: seconds to build."""
     from capture.synthetic import write_dataset
     from model_builder.build import BuildOptions, build
 
     root = tmp_path_factory.mktemp("features")
     data = write_dataset(root / "nut", seed=3, n_train=30, n_test_good=6, n_test_defect=3, size=96)
-    options = BuildOptions(architecture="features", pretrained="none", size=64, epochs=1, latent_dim=16,
+    options = BuildOptions(pretrained="none", size=64, epochs=1, latent_dim=16,
                            decoder_width=32, density_coreset=0.25)  # a memory of a few hundred patches
     build(data, root / "m", options, show_progress=False, log=lambda s: None)
     return root / "m"

@@ -37,8 +37,10 @@ def tiny(**kw) -> BuildOptions:
     tiny(architecture="prototype", loss="hybrid", density_preset="whitened"),
     tiny(architecture="features", pretrained="none", size=64, density_preset="patch", epochs=2, latent_dim=16,
          decoder_width=32),
+    tiny(architecture="features-whole", pretrained="none", size=64, density_preset="patch", epochs=2, latent_dim=16,
+         decoder_width=32),
 ], ids=["prototype-mse-kde0.2", "residual-ssim-gaussian", "mobilenet-hybrid-gray-patch", "prototype-whitened",
-        "features-v2"])
+        "features-v2", "features-whole-v3"])
 def test_each_variant_trains_and_round_trips(small_dataset, tmp_path, options):
     result = build(small_dataset, tmp_path / "m", options, **QUIET)
     images = load_test(small_dataset).images[:6]

@@ -33,7 +33,7 @@ def test_loaded_bundle_scores_identically_to_the_built_one(small_dataset, tmp_pa
 
 def test_bundle_json_says_what_the_tools_need(tiny_bundle):
     meta = read_meta(tiny_bundle)
-    assert meta["format_version"] == 2
+    assert meta["format_version"] == 3
     assert meta["score_combination"] == "max"  # a pixel model under the OR rule: the rule's ranking
     assert meta["image_size"] == 32 and meta["color"] == "rgb"
     assert set(meta["thresholds"]) == {"density", "reconstruction", "rule"}
@@ -60,8 +60,8 @@ def test_bundle_is_readable_by_other_users_like_any_saved_folder(tiny_bundle):
 
 
 def test_newer_format_is_refused_with_a_clear_message(tiny_bundle, tmp_path):
-    newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", format_version=3)
-    with pytest.raises(GutcheckError, match="format version 3 is not supported"):
+    newer = _copy_with_meta(tiny_bundle, tmp_path / "newer", format_version=4)
+    with pytest.raises(GutcheckError, match="format version 4 is not supported"):
         load_bundle(newer)
     other = _copy_with_meta(tiny_bundle, tmp_path / "other", format="something-else")
     with pytest.raises(GutcheckError, match="not a Gutcheck model bundle"):
