@@ -3,6 +3,7 @@ and a verdict under the two-threshold rule."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -236,11 +237,15 @@ def anomaly_maps(density_maps: np.ndarray, error_maps: np.ndarray, stats: GoodSt
 BORDER_RINGS = 3  # rings of positions next to the image's edge (0, 1, 2 away) that get their own statistics
 
 
+@functools.lru_cache(maxsize=8)
 def ring_index(shape: tuple[int, int]) -> np.ndarray:
-    """Per position of an (h, w) map, its distance from the nearest edge, capped at BORDER_RINGS (the interior)."""
+    """Per position of an (h, w) map, its distance from the nearest edge, capped at BORDER_RINGS (the interior).
+    Cached (and read-only): the per-frame path asks for the same shape on every frame."""
     h, w = shape
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.minimum(np.minimum.reduce([rows, cols, h - 1 - rows, w - 1 - cols]), BORDER_RINGS)
+    rings = np.minimum(np.minimum.reduce([rows, cols, h - 1 - rows, w - 1 - cols]), BORDER_RINGS)
+    rings.flags.writeable = False
+    return rings
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,7 @@ class BorderCorrection:
 
     @classmethod
     def fit(cls, density_maps: np.ndarray, error_maps: np.ndarray) -> "BorderCorrection":
-        rings = ring_index(density_maps.shape[1:3])
+        rings = ring_index(tuple(density_maps.shape[1:3]))
 
         def per_ring(maps: np.ndarray) -> tuple[tuple[float, float], ...]:
             return tuple((float(np.median(maps[:, rings == r])), robust_spread(maps[:, rings == r]))
@@ -274,7 +279,7 @@ class BorderCorrection:
 
     def apply(self, density_maps: np.ndarray, error_maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both maps (n, h, w) with every ring on the interior's scale."""
-        rings = ring_index(density_maps.shape[1:3])
+        rings = ring_index(tuple(density_maps.shape[1:3]))
         return (self._onto_interior(density_maps, self.density, rings),
                 self._onto_interior(error_maps, self.error, rings))
 
