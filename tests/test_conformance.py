@@ -46,12 +46,15 @@ class Pins:
         pulses = sum(n for n, _ in window[1:])
         return pulses / (window[-1][1] - window[0][1]) * 1000.0
 
+    def lag_at(self, t: float) -> float:
+        """Seconds the emulator was behind the wall clock at wall-clock time `t` (the first report after it;
+        0 for devices that keep pace)."""
+        return next((lag for seen, lag in self.lags if seen >= t), self.lags[-1][1] if self.lags else 0.0)
+
     def lag(self, since: float, until: float) -> float:
         """Seconds the emulator fell further behind the wall clock between two wall-clock times (0 for devices
         that keep pace): a loaded host slows the emulated chip, and its watchdog counts emulated time."""
-        def at(t: float) -> float:
-            return next((lag for seen, lag in self.lags if seen >= t), self.lags[-1][1] if self.lags else 0.0)
-        return max(0.0, at(until) - at(since))
+        return max(0.0, self.lag_at(until) - self.lag_at(since))
 
     def note_lag(self, lag_ms: str) -> None:
         self.lags.append((time.monotonic(), float(lag_ms) / 1000.0))

@@ -4,12 +4,13 @@ the check's instructions and moves the simulated pots)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 import pytest
 
-from app.hardware_check import HardwareCheck, identify
+from app.hardware_check import WATCHDOG_WINDOW_S, HardwareCheck, identify
 from app.links import protocol
 from app.links.simulators import ConveyorSimulator, KnobBoxSimulator
 from tests.ptydevice import PtyDevice
@@ -131,7 +132,17 @@ def test_check_against_the_emulated_uno(tmp_path, knob_box):
         tech = Technician(knob_box)
         report = HardwareCheck(tech.say, conveyor_url=str(EMULATOR_PTY), knobs_url=knob_box.url,
                                rest_s=1.2, sweep_s=5).run()
-        assert report.ok, "\n".join(tech.lines)
+        failed = [r for r in report.results if not r.ok]
+        if [r.name for r in failed] == ["watchdog"] and "stopped" in failed[0].detail:
+            # The emulated chip counts emulated time: behind the wall clock when the last heartbeat reached it
+            # and caught up by the stop, its 1 s looks shorter from outside (CI saw 0.74 s). A real chip keeps
+            # pace; judge the emulated one on its own clock.
+            took = float(re.search(r"stopped ([0-9.]+) s", failed[0].detail).group(1))
+            stopped_at = dev.pins.changed_at["EN"]
+            caught_up = dev.pins.lag_at(stopped_at - took) - dev.pins.lag_at(stopped_at)
+            assert WATCHDOG_WINDOW_S[0] <= took + caught_up <= WATCHDOG_WINDOW_S[1], "\n".join(tech.lines)
+        else:
+            assert report.ok, "\n".join(tech.lines)
         assert dev.pins.level["EN"] == 1 and ("LAMP", 1) in dev.pins.history  # stopped; the lamp lit on the defect
     finally:
         dev.close()
