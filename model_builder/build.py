@@ -6,6 +6,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,13 +15,13 @@ import numpy as np
 from capture.errors import GutcheckError
 from model_builder.augment import Augmentation
 from model_builder.bundle import Bundle, save_bundle
-from model_builder.calibrate import (evaluate_scores, knob_ranges, pixel_auroc, thresholds_at_frr,
+from model_builder.calibrate import (PixelSample, evaluate_scores, knob_ranges, thresholds_at_frr,
                                      thresholds_at_recall, validation_outliers)
 from model_builder.dataset import ImageSet, fingerprint, load_good, load_masks, load_test
 from model_builder.metadata import Calibration, ModelInfo, OutlierNote, Provenance, Training
 from model_builder.density import Density, PatchKDE, density_class
 from model_builder.losses import LOSSES, make_loss
-from model_builder.preprocess import Preprocessing
+from model_builder.preprocess import ModelInputs, Preprocessing
 from model_builder.scoring import (RECONSTRUCTION_SCORES, RULES, WHOLE_IMAGE_SHARE, BorderCorrection,
                                    GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly,
                                    robust_spread, worst_mean)
@@ -229,26 +230,29 @@ def stage_bar(stage: str, total: int, unit: str, show: bool):
                 mininterval=0.5 if sys.stderr.isatty() else 20)
 
 
-def score_in_batches(scorer: Scorer, x: np.ndarray, batch: int = 32, keep_heatmaps: bool = False,
-                     keep_position_maps: bool = False, stage: str = "", show_progress: bool = False
-                     ) -> tuple[Scores, object]:
-    """Scores of many preprocessed images, batch by batch; optionally with their heatmaps, or (feature
-    model) with the (density, error) maps per latent position. With `stage` a bar shows progress."""
+def score_in_batches(scorer: Scorer, x, batch: int = 32, keep_position_maps: bool = False,
+                     each_batch: Callable[[int, Scores], None] | None = None, stage: str = "",
+                     show_progress: bool = False) -> tuple[Scores, tuple[np.ndarray, np.ndarray] | None]:
+    """Scores of many preprocessed images (an array or `ModelInputs`), batch by batch, without their
+    pictures: `each_batch(start, scores)` sees each batch's heatmaps before they are dropped. Optionally
+    (feature model) with the (density, error) maps per latent position. With `stage` a bar shows progress."""
     parts = []
     with stage_bar(stage, len(x), "image", show_progress and bool(stage)) as bar:
         for i in range(0, len(x), batch):
-            parts.append(scorer.score_inputs(x[i:i + batch], with_heatmaps=keep_heatmaps,
-                                             keep_maps=keep_position_maps))
-            bar.update(len(x[i:i + batch]))
-    recon = None if parts[0].reconstruction is None else np.concatenate([p.reconstruction for p in parts])
+            got = scorer.score_inputs(x[i:i + batch], with_heatmaps=each_batch is not None,
+                                      keep_maps=keep_position_maps)
+            if each_batch is not None:
+                each_batch(i, got)
+            got.reconstruction, got.heatmaps = None, None
+            parts.append(got)
+            bar.update(len(got.error))
     whole = None if parts[0].whole_image is None else np.concatenate([p.whole_image for p in parts])
-    merged = Scores(recon, np.concatenate([p.error for p in parts]),
-                    np.concatenate([p.density for p in parts]), np.concatenate([p.anomaly for p in parts]),
-                    whole_image=whole)
+    merged = Scores(None, np.concatenate([p.error for p in parts]), np.concatenate([p.density for p in parts]),
+                    np.concatenate([p.anomaly for p in parts]), whole_image=whole)
     if keep_position_maps:
         return merged, (np.concatenate([p.position_maps[0] for p in parts]),
                         np.concatenate([p.position_maps[1] for p in parts]))
-    return merged, (np.concatenate([p.heatmaps for p in parts]) if keep_heatmaps else None)
+    return merged, None
 
 
 def map_statistics(maps: tuple[np.ndarray, np.ndarray], kept: np.ndarray) -> GoodStatistics:
@@ -258,14 +262,28 @@ def map_statistics(maps: tuple[np.ndarray, np.ndarray], kept: np.ndarray) -> Goo
 
 
 @dataclass
+class Pictures:
+    """A few test images as the report shows them."""
+
+    inputs: np.ndarray  # (n, h, w, c) model inputs
+    reconstructions: np.ndarray | None  # the pixel autoencoder's; None: the model redraws features
+    heatmaps: np.ndarray  # (n, h, w)
+
+
+@dataclass
 class Evaluation:
-    """Everything measured on a labelled test set, for bundle.json and the report."""
+    """Everything measured on a labelled test set, for bundle.json and the report: every test image's
+    scores, none of its maps (`pictures` draws them again for the few the report shows)."""
 
     summary: dict
     test: ImageSet
-    inputs: np.ndarray
+    inputs: ModelInputs
     scores: Scores
-    heatmaps: np.ndarray
+    scorer: Scorer
+
+    def pictures(self, idx: list[int]) -> Pictures:
+        got = self.scorer.score_inputs(self.inputs[np.asarray(idx, np.int64)], with_heatmaps=True)
+        return Pictures(self.inputs[np.asarray(idx, np.int64)], got.reconstruction, got.heatmaps)
 
 
 def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target_recall: float,
@@ -273,10 +291,22 @@ def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target
                   ) -> Evaluation:
     """Score a labelled test set; metrics at the bundle's thresholds, for both rules, at the target
     recall, and pixel AUROC where masks exist."""
-    scorer = bundle.scorer
-    x = bundle.preprocessing.apply_batch(test.images)
-    scores, heatmaps = score_in_batches(scorer, x, keep_heatmaps=True, stage="test images",
-                                        show_progress=show_progress)
+    scorer, size = bundle.scorer, bundle.preprocessing.size
+    x = ModelInputs(test.images, bundle.preprocessing)
+    pixels = PixelSample(len(test), size * size) if data_root and bundle.preprocessing.crop <= 0 else None
+
+    def add_pixels(start: int, batch: Scores) -> None:
+        nonlocal pixels
+        part = ImageSet(test.images[start:start + len(batch.error)], test.paths[start:start + len(batch.error)],
+                        test.labels[start:start + len(batch.error)])
+        masks = load_masks(data_root, part, size) if pixels is not None else None
+        if masks is None:  # a defect without its mask: no pixel-level truth for this set
+            pixels = None
+        else:
+            pixels.add(masks, batch.heatmaps)
+
+    scores, _ = score_in_batches(scorer, x, each_batch=add_pixels if pixels is not None else None,
+                                 stage="test images", show_progress=show_progress)
     truth = test.is_anomaly
     summary = evaluate_scores(truth, scores.density, scores.error, bundle.thresholds, bundle.good_statistics,
                               bundle.combination)
@@ -303,10 +333,8 @@ def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target
         by_label[lab] = evaluate_scores(truth[keep], scores.density[keep], scores.error[keep], bundle.thresholds,
                                         bundle.good_statistics, bundle.combination)["auroc_combined"]
     summary["auroc_combined_by_defect"] = by_label
-    masks = load_masks(data_root, test, bundle.preprocessing.size) if data_root and bundle.preprocessing.crop <= 0 \
-        else None
-    summary["pixel_auroc"] = pixel_auroc(masks, heatmaps) if masks is not None and truth.any() else None
-    return Evaluation(summary, test, x, scores, heatmaps)
+    summary["pixel_auroc"] = pixels.auroc() if pixels is not None and truth.any() else None
+    return Evaluation(summary, test, x, scores, scorer)
 
 
 def make_density(options: BuildOptions) -> Density:
@@ -321,24 +349,23 @@ def make_density(options: BuildOptions) -> Density:
     return density_class(options.density_preset)(**params.get(options.density_preset, {}))
 
 
-def train_feature_model(options: BuildOptions, x_train: np.ndarray, x_val: np.ndarray, channels: int,
+def train_feature_model(options: BuildOptions, x_train: ModelInputs, x_val: ModelInputs, channels: int,
                         show_progress: bool, log) -> tuple[object, dict[str, list[float]], np.ndarray]:
-    """Detector v2: features once, the principal-component latent, the context decoder on cached
-    latents; returns the assembled model, the decoder's history and the training latents."""
+    """Detector v2 and v3: the principal-component latent fitted on a draw of the features, the
+    images' latents (features streamed, never all held), the context decoder on those; returns the
+    assembled model, the decoder's history and the training latents."""
     from model_builder.architectures import context_decoder, feature_cae
-    from model_builder.feature_model import extract_features, fit_projection, fit_whole_image, project, train_decoder
+    from model_builder.feature_model import fit_projection, fit_whole_image, latents_of, sample_patches, train_decoder
 
     extractor = make_model(options, channels)
-    with stage_bar("features", len(x_train) + len(x_val), "image", show_progress) as bar:
-        f_train = extract_features(extractor, x_train, progress=bar.update)
-        f_val = extract_features(extractor, x_val, progress=bar.update)
-    whole_image = None
-    if options.whole_image:  # (patches, whole-image features): the Gaussian is fitted on the training images
-        (f_train, image_train), (f_val, _) = f_train, f_val
-        whole_image = fit_whole_image(image_train)
-    mean, projection, scale = fit_projection(f_train, options.latent_dim, options.seed)
-    latent_train, latent_val = project(f_train, mean, projection), project(f_val, mean, projection)
-    del f_train, f_val
+    with stage_bar("features", 2 * len(x_train) + len(x_val), "image", show_progress) as bar:
+        sample, image_train = sample_patches(extractor, x_train, seed=options.seed, progress=bar.update)
+        mean, projection, scale = fit_projection(sample, options.latent_dim, options.seed)
+        del sample
+        latent_train = latents_of(extractor, x_train, mean, projection, bar.update)
+        latent_val = latents_of(extractor, x_val, mean, projection, bar.update)
+    # v3: the whole-image Gaussian is fitted on the training images
+    whole_image = fit_whole_image(image_train) if options.whole_image else None
     decoder = context_decoder(options.latent_dim, options.ring, options.decoder_width)
     history = train_decoder(decoder, latent_train / scale, latent_val / scale, options.epochs, options.batch_size,
                             options.learning_rate, options.seed, options.time_limit_s, show_progress)
@@ -367,15 +394,15 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     if len(sizes) > 1:
         log(f"note: the good images come in {len(sizes)} sizes; all are resized to {options.size}x{options.size}")
     idx_train, idx_val = split_held_out(len(good), options.val_fraction, options.seed)
-    x = preprocessing.apply_batch(good.images)
+    x = ModelInputs(good.images, preprocessing)
     log(f"{len(idx_train)} training and {len(idx_val)} validation images of {data} at "
         f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder"
         + ("" if options.feature_model else f", {options.loss} loss"))
 
     if options.feature_model:
-        model, history, latent_train = train_feature_model(options, x[idx_train], x[idx_val],
+        model, history, latent_train = train_feature_model(options, x.subset(idx_train), x.subset(idx_val),
                                                            preprocessing.channels, show_progress, log)
-    else:
+    else:  # the pixel autoencoder trains on the pictures themselves, all held
         model = make_model(options, preprocessing.channels)
         make_density(options).check_dim(int(np.prod(model.output[1].shape[1:])))
         history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
@@ -383,7 +410,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
 
     scorer = Scorer(model, make_density(options), preprocessing, Thresholds(0, 0, options.rule), recon_score)
     if not options.feature_model:
-        latent_train = np.concatenate([scorer.forward(x[idx_train][i:i + 32])[1]
+        latent_train = np.concatenate([scorer.forward(x[idx_train[i:i + 32]])[1]
                                        for i in range(0, len(idx_train), 32)])
     n_patches = int(np.prod(latent_train.shape[:-1])) if isinstance(scorer.density, PatchKDE) else 0
     with stage_bar("density", scorer.density.memory_size(n_patches) if n_patches else 1, "patch",
@@ -405,7 +432,8 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
             versions=package_versions(),
         ),
     )
-    calibrated = calibrate(scorer, options, x[idx_val], [good.paths[i] for i in idx_val], info, show_progress, log)
+    calibrated = calibrate(scorer, options, x.subset(idx_val), [good.paths[i] for i in idx_val], info,
+                           show_progress, log)
     return finish(calibrated, data, out, options, history, force, report, show_progress, log, start)
 
 
@@ -455,8 +483,7 @@ def calibrate(scorer: Scorer, options: BuildOptions, x_val: np.ndarray, val_path
             f"{note.density:.4g}, reconstruction error {note.reconstruction:.4g}; medians "
             f"{np.median(val.density):.4g}, {np.median(val.error):.4g}) and is left out of the calibration; "
             f"if the part is flawed, move it out of train/good and rebuild: {note.path}")
-    val_kept = Scores(None if val.reconstruction is None else val.reconstruction[kept], val.error[kept],
-                      val.density[kept], val.anomaly[kept])
+    val_kept = Scores(None, val.error[kept], val.density[kept], val.anomaly[kept])
     thresholds = thresholds_at_frr(val_kept.density, val_kept.error, options.target_frr, options.rule)
     info.density_bandwidth = float(scorer.density.bandwidth)
     info.calibration = Calibration(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -68,3 +69,25 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class ModelInputs:
+    """The model inputs of a list of pictures, preprocessed only when a batch of them is asked for
+    (`inputs[i:j]`, `inputs[index_array]`): a build holds the 8-bit pictures, not a float copy of all of
+    them (1 000 pictures at 384 px are 1.8 GB as float32)."""
+
+    def __init__(self, images: Sequence[np.ndarray], preprocessing: Preprocessing, index: np.ndarray | None = None):
+        self.images, self.preprocessing = images, preprocessing
+        self.index = np.arange(len(images)) if index is None else np.asarray(index, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self.preprocessing.apply(self.images[self.index[key]])
+        return self.preprocessing.apply_batch([self.images[i] for i in self.index[key]])
+
+    def subset(self, index: np.ndarray) -> "ModelInputs":
+        """The inputs at `index`, still unprocessed."""
+        return ModelInputs(self.images, self.preprocessing, self.index[np.asarray(index, np.int64)])

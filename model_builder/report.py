@@ -121,20 +121,23 @@ def confusion_plot(op: dict) -> str:
     return _png(fig)
 
 
-def examples_plot(title: str, idx: list[int], inputs: np.ndarray, scores: Scores, heatmaps: np.ndarray,
-                  labels: list[str]) -> str:
+def examples_plot(title: str, idx: list[int], evaluation, labels: list[str]) -> str:
+    """Input, reconstruction (or the heatmap on the part, for a feature model) and heatmap of the test
+    images `idx`, drawn again from the model."""
     if not idx:
         return f"<p>{html.escape(title)}: none.</p>"
+    pictures, scores = evaluation.pictures(idx), evaluation.scores
     fig, axes = plt.subplots(len(idx), 3, figsize=(6, 2.1 * len(idx)), squeeze=False)
-    feature = scores.reconstruction is None  # the feature model redraws features: the heatmap over the part
+    feature = pictures.reconstructions is None  # the feature model redraws features: the heatmap over the part
     for row, i in enumerate(idx):
-        middle = (inputs[i], "heatmap on the part") if feature else (scores.reconstruction[i], "reconstruction")
-        for col, (img, name) in enumerate(((inputs[i], "input"), middle,
-                                           (heatmaps[i], "anomaly heatmap" if feature else "error heatmap"))):
+        image, heatmap = pictures.inputs[row], pictures.heatmaps[row]
+        middle = (image, "heatmap on the part") if feature else (pictures.reconstructions[row], "reconstruction")
+        for col, (img, name) in enumerate(((image, "input"), middle,
+                                           (heatmap, "anomaly heatmap" if feature else "error heatmap"))):
             ax = axes[row][col]
             ax.imshow(img.squeeze(), cmap="inferno" if col == 2 else ("gray" if img.shape[-1] == 1 else None))
             if col == 1 and feature:
-                ax.imshow(heatmaps[i], cmap="inferno", alpha=0.5, vmin=0, vmax=20)
+                ax.imshow(heatmap, cmap="inferno", alpha=0.5, vmin=0, vmax=20)
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
@@ -249,13 +252,10 @@ def render_report(bundle, history: dict, evaluation, val: Scores, outlier_inputs
         parts += ["<h2>Heatmaps: a typical image of each defect type</h2>",
                   "<p>The heatmap is what the verdict is made of: per position, how far the density and the "
                   "reconstruction error lie from the held-out good parts, added as the score adds them.</p>"
-                  if s.reconstruction is None else "",
-                  examples_plot("The median-scoring image of each defect type", typical[:8], evaluation.inputs, s,
-                                evaluation.heatmaps, labels)]
+                  if bundle.map_statistics is not None else "",
+                  examples_plot("The median-scoring image of each defect type", typical[:8], evaluation, labels)]
         parts += ["<h2>Worst misses and false alarms</h2>",
-                  examples_plot("Defects passed as OK (lowest scores first)", missed, evaluation.inputs, s,
-                                evaluation.heatmaps, labels),
-                  examples_plot("Good parts rejected (highest scores first)", alarms, evaluation.inputs, s,
-                                evaluation.heatmaps, labels)]
+                  examples_plot("Defects passed as OK (lowest scores first)", missed, evaluation, labels),
+                  examples_plot("Good parts rejected (highest scores first)", alarms, evaluation, labels)]
     parts.append("</body></html>")
     return "\n".join(parts)
