@@ -330,11 +330,12 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     from app.settings import check_settings_target
     from app.recalibrate import LARGE_SHIFT, propose, save_histogram, write_proposal
     from model_builder.bundle import load_bundle
+    from model_builder.metadata import check_target_frr
 
     if not (Path(args.log_dir) / "inspections.sqlite").is_file():
         raise GutcheckError(f"{args.log_dir}: no inspection log there (inspections.sqlite)")
-    if args.target_frr is not None and not 0 < args.target_frr < 1:
-        raise GutcheckError("--target-frr must be between 0 and 1")
+    if args.target_frr is not None:
+        check_target_frr(args.target_frr)
     if not 1 <= args.last <= MAX_LAST:
         raise GutcheckError(f"--last must be from 1 to {MAX_LAST}")
     if args.write:

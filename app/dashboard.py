@@ -25,13 +25,14 @@ from app.inspector import Inspector
 from app.outputs import ConveyorOutput, LogOutput
 from app.verdict import Verdict
 from app.links.protocol import BELT_STATES
-from app.heatmap import heat, heat_scale, overlay
+from app.heatmap import beside_input, heat
 from app.settings import Settings, load_settings, save_settings
 from capture.errors import GutcheckError
 from capture.sources import open_source
 from model_builder.bundle import Bundle, load_bundle
 from model_builder.calibrate import thresholds_at_frr
-from model_builder.scoring import Thresholds
+from model_builder.metadata import TARGET_FRR
+from model_builder.scoring import PixelAutoencoder, Thresholds
 
 POLL_MS = 33  # ~30 redraws a second
 CHART_POINTS = 120
@@ -129,9 +130,7 @@ class Dashboard:
         self.live = ttk.Label(left, text="no source", anchor="center")
         self.live.grid(row=0, column=0, columnspan=3)
         self.views = {}
-        feature = self.bundle is not None and self.bundle.scorer.feature_model
-        titles = ("model input", "heatmap on the part" if feature else "reconstruction",
-                  "anomaly heatmap" if feature else "error heatmap")
+        titles = self.bundle.scorer.view_titles if self.bundle is not None else PixelAutoencoder.view_titles
         for i, name in enumerate(("model input", "reconstruction", "error heatmap")):
             ttk.Label(left, text=titles[i]).grid(row=1, column=i)
             self.views[name] = ttk.Label(left, text="–")
@@ -170,6 +169,10 @@ class Dashboard:
             row=0, column=2, padx=4)
         self.rule_var.trace_add("write", lambda *a: self.apply_spinboxes())
         ttk.Button(th, text="Save", command=self.save_thresholds, bootstyle="secondary").grid(row=1, column=2, padx=4)
+        # what the build's calibration promises, for as long as the model is in use (not a passing message)
+        self.expectation = ttk.Label(th, text="", wraplength=400, justify="left", font=("TkDefaultFont", 8),
+                                     foreground=GREY)
+        self.expectation.grid(row=2, column=0, columnspan=3, sticky="w", pady=(4, 0))
 
         kp = ttk.Labelframe(right, text="Knob box", padding=6)
         kp.grid(row=4, column=0, columnspan=3, sticky="ew", pady=4)
@@ -214,6 +217,7 @@ class Dashboard:
 
     def _use_bundle(self, bundle: Bundle) -> None:
         self.bundle = bundle
+        self.expectation.configure(text=f"At the built thresholds: {bundle.info.calibration.expectation()}.")
         t = bundle.thresholds
         s = self.settings
         if s.model == str(bundle.path) and s.density_threshold and s.reconstruction_threshold:
@@ -367,9 +371,11 @@ class Dashboard:
             self.calibration = None
             gc.collect()
 
-    def open_calibration(self, n: int = 30, target_frr: float = 0.01) -> None:
-        """Inspect the next n good parts and propose thresholds at a false-reject target."""
+    def open_calibration(self, n: int = 30, target_frr: float | None = None) -> None:
+        """Inspect the next n good parts and propose thresholds at a false-reject target (the bundle's)."""
         self._drop_calibration()
+        if target_frr is None:
+            target_frr = self.bundle.info.calibration.target_false_reject_rate if self.bundle else TARGET_FRR
         self.calibration = {"n": n, "target": target_frr, "density": [], "error": [], "proposal": None}
         win = ttk.Toplevel(self.root)
         win.title("Calibration helper")
@@ -577,9 +583,8 @@ class Dashboard:
         self.last_verdict = v
         self.banner.configure(text="ANOMALY" if v.anomaly else "OK", bg=RED if v.anomaly else GREEN)
         self.rule_line.configure(text=v.thresholds.describe(v.density, v.error))
-        hot = heat(v.heatmap, heat_scale(v.reconstruction is None, v.thresholds.reconstruction))
-        # the feature model redraws features, not pixels: the middle view shows where instead
-        middle = overlay(v.inputs, hot) if v.reconstruction is None else v.reconstruction
+        hot = heat(v.heatmap, v.heat_scale)
+        middle = beside_input(v.inputs, v.reconstruction, hot)
         for name, img in (("model input", v.inputs), ("reconstruction", middle), ("error heatmap", hot)):
             self._photos[name] = photo(img, 150, rgb=True)
             self.views[name].configure(image=self._photos[name], text="")

@@ -5,17 +5,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# Feature-model heatmaps are in held-out-good spreads (both halves added): good parts stay below
-# about 5, the defects seen on the bench reach 20 and more.
-FEATURE_HEAT_SCALE = 20.0
-
-
-def heat_scale(feature_model: bool, reconstruction_threshold: float) -> float:
-    """Where the colours saturate: a fixed number of good spreads for the feature model, twice the
-    error threshold for a pixel model's error map."""
-    return FEATURE_HEAT_SCALE if feature_model else max(reconstruction_threshold, 1e-9) * 2
-
-
 def heat(heatmap: np.ndarray, scale: float) -> np.ndarray:
     """An error map as a colour picture (RGB uint8), saturating at `scale`."""
     norm = np.clip(heatmap / max(scale, 1e-12), 0, 1)
@@ -27,6 +16,12 @@ def overlay(inputs: np.ndarray, heat_rgb: np.ndarray) -> np.ndarray:
     base = inputs if inputs.shape[-1] == 3 else np.repeat(inputs, 3, axis=-1)
     weight = heat_rgb.astype(np.float32).max(-1, keepdims=True) / 255.0 * 0.6
     return np.clip(base * (1 - weight) + heat_rgb.astype(np.float32) / 255.0 * weight, 0, 1)
+
+
+def beside_input(inputs: np.ndarray, reconstruction: np.ndarray | None, heat_rgb: np.ndarray) -> np.ndarray:
+    """The picture shown beside the model input: what the model redrew, or, where it redraws features
+    and not pixels, the heatmap laid over the part."""
+    return overlay(inputs, heat_rgb) if reconstruction is None else reconstruction
 
 
 def heatmap_picture(inputs: np.ndarray, heatmap: np.ndarray, scale: float) -> np.ndarray:

@@ -10,7 +10,6 @@ import queue
 import threading
 import time
 
-import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from app.outputs import ConveyorOutput, Output, QueueOutput
@@ -84,22 +83,18 @@ class Inspector:
     def inspect(self, frame: Frame) -> Verdict:
         """Score one frame and hand the verdict to every output."""
         t0 = time.perf_counter()
-        inputs, box = self.scorer.preprocessing.apply_framed(frame.image)
-        inputs = inputs[None]
         thresholds = self.thresholds
         # One frame's KDE is small: NumPy's BLAS on one thread. On two, its worker threads keep
         # spinning after each product and slow TensorFlow's next forward pass (measured at 384 px:
         # 29 ms a frame instead of 34).
         with _ONE_BLAS_THREAD.limit(limits=1, user_api="blas"):
-            s = self.scorer.score_inputs(inputs, thresholds, with_heatmaps=True)
-        density, error = float(s.density[0]), float(s.error[0])
+            j = self.scorer.judge(frame.image, thresholds)
         self.inspected += 1
-        v = Verdict(part=int(frame.meta.get("part_number") or self.inspected), anomaly=bool(s.anomaly[0]),
-                    score=float(self.bundle.combined(np.array([density]), np.array([error]))[0]),
-                    density=density, error=error, thresholds=thresholds, model_id=self.bundle.info.model_id,
-                    source=self.source.name, frame=frame, box=box, inputs=inputs[0],
-                    reconstruction=None if s.reconstruction is None else s.reconstruction[0],
-                    heatmap=s.heatmaps[0], seconds=time.perf_counter() - t0,
+        v = Verdict(part=int(frame.meta.get("part_number") or self.inspected), anomaly=j.anomaly, score=j.score,
+                    density=j.density, error=j.error, thresholds=thresholds, model_id=self.bundle.info.model_id,
+                    source=self.source.name, frame=frame, box=j.box, inputs=j.inputs,
+                    reconstruction=j.reconstruction, heatmap=j.heatmap, heat_scale=j.heat_scale,
+                    seconds=time.perf_counter() - t0,
                     conveyor_link=self.conveyor.state() if self.conveyor is not None else None)
         self.anomalies += v.anomaly
         for output in self.outputs:

@@ -165,14 +165,13 @@ class LogOutput(QueuedOutput):
         super().__init__(maxsize)
 
     def send(self, verdict: Verdict) -> None:
-        from app.heatmap import heat_scale, heatmap_picture
+        from app.heatmap import heatmap_picture
         from app.inspection_log import Inspection
 
         t = verdict.thresholds
         picture = None
         if verdict.anomaly:
-            picture = heatmap_picture(verdict.inputs, verdict.heatmap,
-                                      heat_scale(verdict.reconstruction is None, t.reconstruction))
+            picture = heatmap_picture(verdict.inputs, verdict.heatmap, verdict.heat_scale)
         self.log.add(Inspection(verdict.part, verdict.anomaly, verdict.density, verdict.error, t.density,
                                 t.reconstruction, t.rule, verdict.model_id, verdict.source, verdict.truth),
                      verdict.framed_image(), picture)

@@ -40,6 +40,7 @@ class Verdict:
     inputs: np.ndarray  # model input (h, w, c) 0..1
     reconstruction: np.ndarray | None  # None: the model redraws features, not pixels
     heatmap: np.ndarray  # what explains the verdict, at the model input's size
+    heat_scale: float  # where the heatmap's colours saturate (the detector kind's)
     seconds: float  # scoring time
     time: float = field(default_factory=time.time)
     conveyor_link: str | None = None  # the conveyor link's state when the verdict was made, if there is one

@@ -18,7 +18,8 @@ from model_builder.bundle import Bundle, save_bundle
 from model_builder.calibrate import (PixelSample, evaluate_scores, knob_ranges, thresholds_at_frr,
                                      thresholds_at_recall, validation_outliers)
 from model_builder.dataset import ImageSet, fingerprint, load_good, load_masks, load_test
-from model_builder.metadata import Calibration, ModelInfo, OutlierNote, Provenance, Training
+from model_builder.metadata import (TARGET_FRR, Calibration, ModelInfo, OutlierNote, Provenance, Training,
+                                    check_target_frr)
 from model_builder.density import Density, PatchKDE, density_class
 from model_builder.losses import LOSSES, make_loss
 from model_builder.preprocess import ModelInputs, Preprocessing
@@ -63,7 +64,7 @@ class BuildOptions:
     learning_rate: float = 2e-3
     patience: int = 8
     val_fraction: float = 0.2
-    target_frr: float = 0.01
+    target_frr: float = TARGET_FRR
     target_recall: float = 0.95
     outlier_limit: float = 10.0  # held-out good images this many robust spreads out are left out of calibration (0: none)
     seed: int = 0
@@ -96,7 +97,6 @@ class BuildOptions:
                   ("ring", self.ring >= 1, "1 or more"), ("decoder width", self.decoder_width >= 1, "1 or more"),
                   ("validation share", 0 < self.val_fraction < 1, "between 0 and 1"),
                   ("--coreset", 0 < self.density_coreset <= 1, "above 0 and at most 1"),
-                  ("--target-frr", 0 < self.target_frr < 1, "between 0 and 1"),
                   ("--target-recall", 0 < self.target_recall <= 1, "above 0 and at most 1"),
                   ("--alpha", 0 <= self.alpha <= 1, "between 0 and 1"),
                   ("--train-minutes", self.time_limit_s >= 0, "0 (no limit) or more"),
@@ -104,6 +104,7 @@ class BuildOptions:
         for name, ok, allowed in checks:
             if not ok:
                 raise GutcheckError(f"{name} must be {allowed}")
+        check_target_frr(self.target_frr)
 
     @property
     def feature_model(self) -> bool:
@@ -268,6 +269,7 @@ class Pictures:
     inputs: np.ndarray  # (n, h, w, c) model inputs
     reconstructions: np.ndarray | None  # the pixel autoencoder's; None: the model redraws features
     heatmaps: np.ndarray  # (n, h, w)
+    heat_scale: float  # where the heatmaps' colours saturate
 
 
 @dataclass
@@ -283,11 +285,12 @@ class Evaluation:
 
     def pictures(self, idx: list[int]) -> Pictures:
         got = self.scorer.score_inputs(self.inputs[np.asarray(idx, np.int64)], with_heatmaps=True)
-        return Pictures(self.inputs[np.asarray(idx, np.int64)], got.reconstruction, got.heatmaps)
+        return Pictures(self.inputs[np.asarray(idx, np.int64)], got.reconstruction, got.heatmaps,
+                        self.scorer.detector.heat_scale(self.scorer.thresholds))
 
 
 def evaluate_test(bundle: Bundle, test: ImageSet, data_root: Path | None, target_recall: float,
-                  val_scores: Scores | None = None, target_frr: float = 0.01, show_progress: bool = False
+                  val_scores: Scores | None = None, target_frr: float = TARGET_FRR, show_progress: bool = False
                   ) -> Evaluation:
     """Score a labelled test set; metrics at the bundle's thresholds, for both rules, at the target
     recall, and pixel AUROC where masks exist."""
@@ -383,10 +386,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     data = Path(data)
     check_out(out, force)
     preprocessing = options.preprocessing
-    Thresholds(0.0, 0.0, options.rule)  # validate the cheap options before the long part
     recon_score = ReconstructionScore(options.reconstruction_score)
-    make_loss(options.loss, options.alpha)
-    make_density(options)
     good = load_good(data)
     for path, why in good.skipped:
         log(f"skipped {why}")
@@ -471,7 +471,7 @@ def calibrate(scorer: Scorer, options: BuildOptions, x_val: np.ndarray, val_path
     """Score the held-out good images with the finished model and density; leave out the outliers
     (listed to check); thresholds for the target false-reject rate, the good statistics, knob ranges."""
     scorer.whole_image_weight, scorer.border = 0.0, None  # the raw maps first: v3's corrections are fitted on them
-    val, val_maps = score_in_batches(scorer, x_val, keep_position_maps=scorer.feature_model,
+    val, val_maps = score_in_batches(scorer, x_val, keep_position_maps=scorer.detector.position_maps,
                                      stage="calibration", show_progress=show_progress)
     if options.whole_image:
         val_maps = fit_v3_corrections(scorer, val, val_maps)
@@ -503,7 +503,7 @@ def calibrate(scorer: Scorer, options: BuildOptions, x_val: np.ndarray, val_path
         knob_ranges=knob_ranges(val_kept.density, val_kept.error),
         reconstruction_score=scorer.reconstruction_score,
         map_statistics=map_statistics(val_maps, kept) if val_maps is not None else None,
-        combination="sum" if scorer.feature_model else "",
+        combination=scorer.detector.combination,
         info=info,
         whole_image_weight=scorer.whole_image_weight,
         border=scorer.border,

@@ -70,7 +70,8 @@ class Bundle:
     def scorer_on(self, runtime: str) -> Scorer:
         """A scorer whose network runs on `runtime` (model_builder/runtime.py: auto, tensorflow, openvino)."""
         return Scorer(self.model, self.density, self.preprocessing, self.thresholds, self.reconstruction_score,
-                      self.map_statistics, runtime, self.whole_image_weight, self.border)
+                      self.map_statistics, runtime, self.whole_image_weight, self.border, self.good_statistics,
+                      self.combination)
 
     def combined(self, density: np.ndarray, error: np.ndarray) -> np.ndarray:
         """The single anomaly score (higher = worse) that the report's ROC and `inspect` use."""

@@ -27,11 +27,21 @@ class OutlierNote:
     reconstruction: float
 
 
+TARGET_FRR = 0.01  # the share of good parts a build's thresholds may reject, unless told otherwise
+
+
+def check_target_frr(value: float, name: str = "--target-frr") -> float:
+    """A false-reject target: a share strictly between 0 and 1, else one line."""
+    if not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise GutcheckError(f"{name} must be between 0 and 1")
+    return float(value)
+
+
 @dataclass
 class Calibration:
     """How the thresholds were chosen: on held-out good images, for a false-reject target."""
 
-    target_false_reject_rate: float = 0.01
+    target_false_reject_rate: float = TARGET_FRR
     validation_images: int = 0
     validation_false_reject_rate: float = 0.0
     validation_scores: dict[str, list[float]] = field(default_factory=dict)  # "density", "reconstruction"

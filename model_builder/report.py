@@ -128,16 +128,16 @@ def examples_plot(title: str, idx: list[int], evaluation, labels: list[str]) -> 
         return f"<p>{html.escape(title)}: none.</p>"
     pictures, scores = evaluation.pictures(idx), evaluation.scores
     fig, axes = plt.subplots(len(idx), 3, figsize=(6, 2.1 * len(idx)), squeeze=False)
-    feature = pictures.reconstructions is None  # the feature model redraws features: the heatmap over the part
+    titles = evaluation.scorer.view_titles
+    overlaid = pictures.reconstructions is None  # features redrawn, not pixels: the heatmap over the part instead
     for row, i in enumerate(idx):
         image, heatmap = pictures.inputs[row], pictures.heatmaps[row]
-        middle = (image, "heatmap on the part") if feature else (pictures.reconstructions[row], "reconstruction")
-        for col, (img, name) in enumerate(((image, "input"), middle,
-                                           (heatmap, "anomaly heatmap" if feature else "error heatmap"))):
+        middle = image if overlaid else pictures.reconstructions[row]
+        for col, (img, name) in enumerate(zip((image, middle, heatmap), titles)):
             ax = axes[row][col]
             ax.imshow(img.squeeze(), cmap="inferno" if col == 2 else ("gray" if img.shape[-1] == 1 else None))
-            if col == 1 and feature:
-                ax.imshow(heatmap, cmap="inferno", alpha=0.5, vmin=0, vmax=20)
+            if col == 1 and overlaid:
+                ax.imshow(heatmap, cmap="inferno", alpha=0.5, vmin=0, vmax=pictures.heat_scale)
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:

@@ -307,22 +307,108 @@ class BorderCorrection:
         return cls(rings(d["density"]), rings(d["error"]))
 
 
+# Feature-model heatmaps are in held-out-good spreads (both halves added): good parts stay below
+# about 5, the defects seen on the bench reach 20 and more.
+FEATURE_HEAT_SCALE = 20.0
+
+class PixelAutoencoder:
+    """Detector v1 and the prototype: the model redraws the picture, (reconstruction, latent). The error
+    is the reconstruction score of the residual, the density one log-density per image latent."""
+
+    view_titles = ("model input", "reconstruction", "error heatmap")
+    combination = ""  # the single score ranks images as the rule judges them (rule_combination)
+    position_maps = False  # one density per image: no maps over positions to calibrate on
+
+    @staticmethod
+    def scores(scorer: "Scorer", inputs: np.ndarray, outputs: tuple[np.ndarray, ...], thresholds: Thresholds,
+               with_heatmaps: bool, keep_maps: bool) -> "Scores":
+        recon, latent = outputs[:2]
+        error, maps = scorer.reconstruction_score.with_heatmaps(inputs, recon, with_heatmaps)
+        density = scorer.density.score_samples(latent)
+        return Scores(recon, error, density, is_anomaly(density, error, thresholds), maps)
+
+    @staticmethod
+    def heat_scale(thresholds: Thresholds) -> float:
+        """Where a heatmap's colours saturate: twice the error threshold (the error map is the residual)."""
+        return max(thresholds.reconstruction, 1e-9) * 2
+
+
+class FeatureAutoencoder:
+    """Detectors v2 and v3: the model redraws the encoder's features, (error per latent position, latent
+    and, v3, the whole image's distance). Both scores come from maps over the positions: the patch density
+    and the decoder's error, v3's border correction on both, the worst positions of each; v3's density
+    also loses its weighted whole-image distance. The heatmap adds both maps in held-out-good spreads."""
+
+    view_titles = ("model input", "heatmap on the part", "anomaly heatmap")
+    combination = "sum"  # both halves' evidence added (SUM_ERROR_WEIGHT)
+    position_maps = True  # the heatmap's statistics and v3's border correction come from these
+
+    @staticmethod
+    def scores(scorer: "Scorer", inputs: np.ndarray, outputs: tuple[np.ndarray, ...], thresholds: Thresholds,
+               with_heatmaps: bool, keep_maps: bool) -> "Scores":
+        error_maps, latent, *whole_image = outputs
+        density_maps = scorer.density.patch_maps(latent)
+        if scorer.border is not None:
+            density_maps, error_maps = scorer.border.apply(density_maps, error_maps)
+        error = worst_mean(error_maps, scorer.reconstruction_score.top_count)
+        density = worst_mean(density_maps, scorer.density.worst, highest=False)
+        whole = whole_image[0].astype(np.float64) if whole_image else None
+        if whole is not None:
+            density = density - scorer.whole_image_weight * whole
+        maps = None
+        if with_heatmaps and scorer.map_statistics is not None:
+            maps = anomaly_maps(density_maps, error_maps, scorer.map_statistics, inputs.shape[1])
+        return Scores(None, error, density, is_anomaly(density, error, thresholds), maps,
+                      (density_maps, error_maps) if keep_maps else None, whole)
+
+    @staticmethod
+    def heat_scale(thresholds: Thresholds) -> float:
+        """A fixed number of good spreads (FEATURE_HEAT_SCALE)."""
+        return FEATURE_HEAT_SCALE
+
+
+# The detector kind of a bundle follows from how its error is made: the feature error only exists
+# where the model redraws features.
+DETECTORS: dict[str, type[PixelAutoencoder] | type[FeatureAutoencoder]] = {
+    "mse": PixelAutoencoder, "topk": PixelAutoencoder, "ssim": PixelAutoencoder, "feature": FeatureAutoencoder}
+
+
+@dataclass
+class Judgement:
+    """One picture's finished result, all a verdict needs: both scores, the single score, the rule's
+    answer, the framing's box, the model input, and what explains it."""
+
+    anomaly: bool
+    score: float  # the single combined score (higher = worse)
+    density: float
+    error: float
+    box: tuple[int, int, int, int]  # (x, y, w, h) the framing cut from the picture
+    inputs: np.ndarray  # (h, w, c) model input in 0..1
+    reconstruction: np.ndarray | None  # the pixel autoencoder's redrawn picture; None: it redraws features
+    heatmap: np.ndarray  # (h, w) at the model input's size
+    heat_scale: float  # where the heatmap's colours saturate
+
+
 class Scorer:
-    """Model + density + thresholds: one forward pass per batch gives every score.
+    """Model + density + thresholds: one forward pass per batch gives every score; what the model's
+    outputs mean is its detector kind's (DETECTORS, chosen from the reconstruction score).
 
     A pixel autoencoder's model returns (reconstruction, latent); the feature autoencoder's returns
-    (error per latent position, latent), and `map_statistics` (the held-out good positions' medians
-    and spreads) turns both halves' maps into one heatmap."""
+    (error per latent position, latent[, whole-image distance]), and `map_statistics` (the held-out good
+    positions' medians and spreads) turns both halves' maps into one heatmap. With `good_statistics`
+    and `combination` (a calibrated bundle's) `judge` also gives the single score."""
 
     def __init__(self, model, density: Density, preprocessing: Preprocessing, thresholds: Thresholds,
                  reconstruction_score: ReconstructionScore | None = None,
                  map_statistics: GoodStatistics | None = None, runtime: str = "tensorflow",
-                 whole_image_weight: float = 0.0, border: BorderCorrection | None = None):
+                 whole_image_weight: float = 0.0, border: BorderCorrection | None = None,
+                 good_statistics: GoodStatistics | None = None, combination: str = ""):
         self.model = model
         self.border = border  # detector v3: the edge positions on the interior's scale
         # detector v3: how much of the whole image's squared Mahalanobis distance the density loses
         self.whole_image_weight = float(whole_image_weight)
         self.reconstruction_score = reconstruction_score or ReconstructionScore()
+        self.detector = DETECTORS[self.reconstruction_score.kind]
         self.runtime = check_runtime(runtime)  # where the network runs (model_builder/runtime.py): chosen by prepare()
         self.runtime_note = ""  # which runtime scores, and why
         self._network = None
@@ -330,10 +416,12 @@ class Scorer:
         self.preprocessing = preprocessing
         self.thresholds = thresholds
         self.map_statistics = map_statistics
+        self.good_statistics, self.combination = good_statistics, combination
 
     @property
-    def feature_model(self) -> bool:
-        return self.reconstruction_score.kind == "feature"
+    def view_titles(self) -> tuple[str, str, str]:
+        """The names of the three pictures a verdict is shown with: input, beside it, heatmap."""
+        return self.detector.view_titles
 
     def prepare(self) -> None:
         """Choose the runtime and run one pass, so that the first part is scored as fast as the rest:
@@ -353,27 +441,21 @@ class Scorer:
 
     def score_inputs(self, inputs: np.ndarray, thresholds: Thresholds | None = None,
                      with_heatmaps: bool = False, keep_maps: bool = False) -> Scores:
-        recon, latent, *whole_image = self.forward(inputs)
-        if self.feature_model:
-            error_maps, density_maps = recon, self.density.patch_maps(latent)
-            if self.border is not None:
-                density_maps, error_maps = self.border.apply(density_maps, error_maps)
-            error = worst_mean(error_maps, self.reconstruction_score.top_count)
-            density = worst_mean(density_maps, self.density.worst, highest=False)
-            whole = whole_image[0].astype(np.float64) if whole_image else None
-            if whole is not None:
-                density = density - self.whole_image_weight * whole
-            maps = None
-            if with_heatmaps and self.map_statistics is not None:
-                maps = anomaly_maps(density_maps, error_maps, self.map_statistics, inputs.shape[1])
-            anomaly = is_anomaly(density, error, thresholds or self.thresholds)
-            return Scores(None, error, density, anomaly, maps,
-                          (density_maps, error_maps) if keep_maps else None, whole)
-        error, maps = self.reconstruction_score.with_heatmaps(inputs, recon, with_heatmaps)
-        density = self.density.score_samples(latent)
-        anomaly = is_anomaly(density, error, thresholds or self.thresholds)
-        return Scores(recon, error, density, anomaly, maps)
+        return self.detector.scores(self, inputs, self.forward(inputs), thresholds or self.thresholds,
+                                    with_heatmaps, keep_maps)
 
     def score_images(self, images: list[np.ndarray], thresholds: Thresholds | None = None) -> Scores:
         """Score 8-bit BGR pictures (camera frames or decoded files)."""
         return self.score_inputs(self.preprocessing.apply_batch(images), thresholds)
+
+    def judge(self, image: np.ndarray, thresholds: Thresholds | None = None) -> Judgement:
+        """One 8-bit BGR picture, framed, scored and judged: the finished record."""
+        if self.good_statistics is None:
+            raise GutcheckError("this scorer is not calibrated yet: judge() needs a bundle's good statistics")
+        thresholds = thresholds or self.thresholds
+        inputs, box = self.preprocessing.apply_framed(image)
+        s = self.score_inputs(inputs[None], thresholds, with_heatmaps=True)
+        score = combined_score(s.density, s.error, self.good_statistics, self.combination)
+        return Judgement(bool(s.anomaly[0]), float(score[0]), float(s.density[0]), float(s.error[0]), box, inputs,
+                         None if s.reconstruction is None else s.reconstruction[0], s.heatmaps[0],
+                         self.detector.heat_scale(thresholds))

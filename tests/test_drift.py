@@ -52,7 +52,7 @@ def verdicts(density: np.ndarray, error: np.ndarray, thresholds: Thresholds):
     frame = Frame(np.zeros((8, 8, 3), np.uint8), 0, 0.0)
     for i, (d, e, a) in enumerate(zip(density, error, anomaly), start=1):
         yield Verdict(i, bool(a), 0.0, float(d), float(e), thresholds, "m", "test", frame, (0, 0, 8, 8),
-                      np.zeros((8, 8, 3)), None, np.zeros((8, 8)), 0.0, time=float(i))
+                      np.zeros((8, 8, 3)), None, np.zeros((8, 8)), 1.0, 0.0, time=float(i))
 
 
 def reference(rng):
