@@ -158,6 +158,7 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
     from app.links.conveyor_link import ConveyorLink
     from app.outputs import ConveyorOutput, JsonLinesOutput, LogOutput, QueuedOutput
     from app.publish import open_publishers
+    from app.settings import load_settings, saved_thresholds
     from capture.sources import FilesSource, open_source
 
     unreadable: list[str] = []
@@ -191,6 +192,14 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
                                                                            flush=True)))
     inspector = Inspector(bundle, source, args.mode, outputs, runtime=args.runtime)
+    if args.settings:  # a recalibration written there (or the dashboard's saved thresholds) is what inspects
+        saved, note = saved_thresholds(load_settings(Path(args.settings)), bundle)
+        if saved is not None:
+            inspector.set_thresholds(saved)
+            print(f"gutcheck: thresholds from {args.settings}: density < {saved.density:.6g} {saved.rule} "
+                  f"reconstruction error > {saved.reconstruction:.6g}", file=sys.stderr, flush=True)
+        elif note:
+            print(f"gutcheck: {args.settings}: {note}", file=sys.stderr, flush=True)
     try:
         inspector.run()
     except KeyboardInterrupt:
@@ -356,7 +365,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         raise GutcheckError(f"not written to {args.write}: the parts moved more than {LARGE_SHIFT:g} spreads, so "
                             "the proposal may pass defects; look at the histogram and the logged images, then "
                             "--force to write it anyway")
-    backup = write_proposal(proposal, Path(args.write), Path(args.model))
+    backup = write_proposal(proposal, Path(args.write), bundle)
     kept = f" (the damaged file before it is kept as {backup})" if backup else ""
     print(f"thresholds written to {args.write}{kept}")
     return 0
@@ -532,7 +541,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--log-dir", help="keep an inspection log (SQLite + anomaly images) in this folder")
     i.add_argument("--publish", action="append", metavar="URL", help=PUBLISH_HELP)
     i.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
-    i.add_argument("--settings", help="settings file with publish URLs, station name and secrets (TOML)")
+    i.add_argument("--settings", help="settings file with publish URLs, station name, secrets and the thresholds "
+                                      "saved for this model (TOML)")
     i.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     i.set_defaults(func=cmd_inspect)
 

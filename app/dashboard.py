@@ -26,7 +26,7 @@ from app.outputs import ConveyorOutput, LogOutput
 from app.verdict import Verdict
 from app.links.protocol import BELT_STATES
 from app.heatmap import beside_input, heat
-from app.settings import Settings, load_settings, save_settings
+from app.settings import Settings, load_settings, save_settings, saved_thresholds, with_thresholds
 from capture.errors import GutcheckError
 from capture.sources import open_source
 from model_builder.bundle import Bundle, load_bundle
@@ -219,10 +219,10 @@ class Dashboard:
         self.bundle = bundle
         self.expectation.configure(text=f"At the built thresholds: {bundle.info.calibration.expectation()}.")
         t = bundle.thresholds
-        s = self.settings
-        if s.model == str(bundle.path) and s.density_threshold and s.reconstruction_threshold:
-            t = Thresholds(s.density_threshold, s.reconstruction_threshold, s.rule or t.rule)
-        self._show_thresholds(t)
+        saved, note = saved_thresholds(self.settings, bundle)
+        if note:
+            self.message(note, error=True)
+        self._show_thresholds(saved or t)
 
     def _show_thresholds(self, t: Thresholds) -> None:
         self.density_var.set(round(t.density, 4))
@@ -252,8 +252,7 @@ class Dashboard:
         t = self.current_thresholds()
         if t is None:
             return
-        self.settings = replace(self.settings, model=str(self.bundle.path or ""), density_threshold=t.density,
-                                reconstruction_threshold=t.reconstruction, rule=t.rule,
+        self.settings = replace(with_thresholds(self.settings, self.bundle, t),
                                 source=self.source_spec or self.settings.source)
         try:
             backup = save_settings(self.settings_path, self.settings)

@@ -16,7 +16,7 @@ and then `gutcheck build --update` with new good images is the way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -111,19 +111,16 @@ def histogram_png(proposal: Proposal) -> bytes:
     return buf.getvalue()
 
 
-def write_proposal(proposal: Proposal, settings_path: Path, model_path: Path) -> Path | None:
+def write_proposal(proposal: Proposal, settings_path: Path, bundle) -> Path | None:
     """The proposed thresholds into the settings file (other settings kept; a damaged file is backed
     up first); returns the backup's path, if one was made."""
-    from app.settings import Settings, load_settings, save_settings
+    from app.settings import Settings, load_settings, save_settings, with_thresholds
 
     try:
         settings = load_settings(settings_path)
     except GutcheckError:
         settings = Settings()  # save_settings keeps the damaged file as a dated backup
-    p = proposal.proposed
-    settings = replace(settings, model=str(model_path), density_threshold=p.density,
-                       reconstruction_threshold=p.reconstruction, rule=p.rule)
-    return save_settings(settings_path, settings)
+    return save_settings(settings_path, with_thresholds(settings, bundle, proposal.proposed))
 
 
 def save_histogram(proposal: Proposal, folder: Path) -> Path:

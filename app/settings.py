@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import tomli_w
@@ -13,14 +13,15 @@ import tomli_w
 from capture.errors import GutcheckError
 from capture.imageio import FILE_MODE, folder_problem, write_bytes_atomic
 from capture.platforms import user_config_dir, user_data_dir
-from model_builder.scoring import finite_number
+from model_builder.scoring import Thresholds, finite_number
 
 
 @dataclass
 class Settings:
     """What the station remembers between shifts. Thresholds of 0 mean: use the bundle's."""
 
-    model: str = ""
+    model: str = ""  # the bundle's folder, as resolved when the thresholds were saved
+    model_id: str = ""  # its model_id (bundle.json): the thresholds belong to that model wherever it lies
     source: str = "cam:0"
     knobs: str = ""
     conveyor: str = ""
@@ -110,3 +111,28 @@ def save_settings(path: Path, settings: Settings) -> Path | None:
     holds_secrets = bool(settings.mqtt_password or settings.webhook_token)
     write_bytes_atomic(path, tomli_w.dumps(asdict(settings)).encode(), new_mode=0o600 if holds_secrets else FILE_MODE)
     return backup
+
+
+def saved_thresholds(settings: Settings, bundle) -> tuple[Thresholds | None, str]:
+    """The thresholds the settings saved for this bundle, or None and (when they hold thresholds for
+    another model) one line saying so: saved thresholds are never dropped in silence. A model is known
+    by its model_id, so another spelling of its path (relative, absolute, a link) finds them; a file
+    from before model_id was saved matches by the resolved path."""
+    if not (settings.density_threshold and settings.reconstruction_threshold):
+        return None, ""
+    if settings.model_id:
+        same = settings.model_id == bundle.info.model_id
+    else:
+        same = bool(settings.model and bundle.path) and Path(settings.model).resolve() == Path(bundle.path).resolve()
+    if same:
+        return Thresholds(settings.density_threshold, settings.reconstruction_threshold,
+                          settings.rule or bundle.thresholds.rule), ""
+    return None, (f"the saved thresholds are for model {settings.model_id or settings.model}, not "
+                  f"{bundle.info.model_id}: using this model's own")
+
+
+def with_thresholds(settings: Settings, bundle, thresholds: Thresholds) -> Settings:
+    """`settings` holding `thresholds` for `bundle` (its model_id and resolved folder)."""
+    return replace(settings, model=str(Path(bundle.path).resolve()) if bundle.path else "",
+                   model_id=bundle.info.model_id, density_threshold=thresholds.density,
+                   reconstruction_threshold=thresholds.reconstruction, rule=thresholds.rule)
