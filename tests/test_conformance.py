@@ -229,7 +229,11 @@ def test_restarted_pc_with_a_defect_first_stops_the_belt(device, link, ending):
     try:
         wait_for(lambda: restarted.link.port is not None, 5)
         assert restarted.session != link.session
+        # Sent only once the conveyor answered the resume ("E,R" comes even when the belt already runs): a
+        # lagging emulator may still be acting on the gap between the two PC runs, and its watchdog stop would
+        # otherwise be taken for the defect's stop here.
         restarted.resume()
+        wait_for(lambda: restarted.belt_state == "R", 3.0)
         device.pins.wait("EN", 0, 1.0)
         assert restarted.send_verdict(True) == 1
         # delivered at all, not how fast: the link retries 6 times in 0.9 s and then holds the belt, and a
