@@ -23,9 +23,9 @@ from model_builder.metadata import (TARGET_FRR, Calibration, ModelInfo, OutlierN
 from model_builder.density import Density, PatchKDE, density_class
 from model_builder.losses import LOSSES, make_loss
 from model_builder.preprocess import ModelInputs, Preprocessing
-from model_builder.scoring import (RECONSTRUCTION_SCORES, RULES, WHOLE_IMAGE_SHARE, BorderCorrection,
-                                   GoodStatistics, ReconstructionScore, Scorer, Scores, Thresholds, is_anomaly,
-                                   robust_spread, worst_mean)
+from model_builder.scoring import (DETECTORS, RECONSTRUCTION_SCORES, RULES, WHOLE_IMAGE_SHARE, BorderCorrection,
+                                   FeatureAutoencoder, GoodStatistics, PixelAutoencoder, ReconstructionScore, Scorer,
+                                   Scores, Thresholds, is_anomaly, robust_spread, worst_mean)
 
 
 DEFAULT_SIZES = {"features-whole": 384, "features": 384, "mobilenet": 384, "residual": 128, "prototype": 128}
@@ -378,6 +378,23 @@ def train_feature_model(options: BuildOptions, x_train: ModelInputs, x_val: Mode
     return feature_cae(extractor, mean, projection, scale, decoder, whole_image), history, latent_train
 
 
+def train_pixel_model(options: BuildOptions, x_train: ModelInputs, x_val: ModelInputs, channels: int,
+                      show_progress: bool, log) -> tuple[object, dict[str, list[float]], np.ndarray]:
+    """The pixel autoencoders (v1, residual, prototype): trained on the pictures themselves, all held;
+    returns the model, its history and the training images' latents."""
+    model = make_model(options, channels)
+    make_density(options).check_dim(int(np.prod(model.output[1].shape[1:])))
+    train_pictures = x_train[np.arange(len(x_train))]
+    history = train_autoencoder(model, train_pictures, x_val[np.arange(len(x_val))], options, show_progress)
+    latent_train = np.concatenate([np.asarray(model(train_pictures[i:i + 32], training=False)[1])
+                                   for i in range(0, len(train_pictures), 32)])
+    return model, history, latent_train
+
+
+# How each detector kind (scoring.DETECTORS) is trained.
+TRAINERS = {PixelAutoencoder: train_pixel_model, FeatureAutoencoder: train_feature_model}
+
+
 def build(data: Path, out: Path | None, options: BuildOptions | None = None, force: bool = False,
           show_progress: bool = True, log=print, report: bool = True) -> BuildResult:
     """Train, fit the density, calibrate, evaluate on test/ when present, and save to `out`."""
@@ -399,19 +416,12 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
         f"{options.size}x{options.size} {options.color}, {options.architecture} autoencoder"
         + ("" if options.feature_model else f", {options.loss} loss"))
 
-    if options.feature_model:
-        model, history, latent_train = train_feature_model(options, x.subset(idx_train), x.subset(idx_val),
-                                                           preprocessing.channels, show_progress, log)
-    else:  # the pixel autoencoder trains on the pictures themselves, all held
-        model = make_model(options, preprocessing.channels)
-        make_density(options).check_dim(int(np.prod(model.output[1].shape[1:])))
-        history = train_autoencoder(model, x[idx_train], x[idx_val], options, show_progress)
+    train = TRAINERS[DETECTORS[recon_score.kind]]
+    model, history, latent_train = train(options, x.subset(idx_train), x.subset(idx_val), preprocessing.channels,
+                                         show_progress, log)
     train_seconds = time.monotonic() - start
 
     scorer = Scorer(model, make_density(options), preprocessing, Thresholds(0, 0, options.rule), recon_score)
-    if not options.feature_model:
-        latent_train = np.concatenate([scorer.forward(x[idx_train[i:i + 32]])[1]
-                                       for i in range(0, len(idx_train), 32)])
     n_patches = int(np.prod(latent_train.shape[:-1])) if isinstance(scorer.density, PatchKDE) else 0
     with stage_bar("density", scorer.density.memory_size(n_patches) if n_patches else 1, "patch",
                    show_progress) as bar:

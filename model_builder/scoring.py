@@ -311,6 +311,7 @@ class BorderCorrection:
 # about 5, the defects seen on the bench reach 20 and more.
 FEATURE_HEAT_SCALE = 20.0
 
+
 class PixelAutoencoder:
     """Detector v1 and the prototype: the model redraws the picture, (reconstruction, latent). The error
     is the reconstruction score of the residual, the density one log-density per image latent."""
