@@ -59,18 +59,19 @@ def build_model(rebuild: bool) -> Path:
     return MODEL
 
 
-def report_heatmaps(model: Path) -> Path:
+def report_heatmaps(model: Path, out: Path = IMAGES / "report-heatmaps.png") -> Path:
     """The report's heatmap section (its first picture after the heading) as a PNG."""
     from PIL import Image
 
     html = (model / "report.html").read_text()
     section = html.split("<h2>Heatmaps: a typical image of each defect type</h2>", 1)[1]
     encoded = re.search(r'data:image/png;base64,([A-Za-z0-9+/=]+)', section).group(1)
-    return small_png(Image.open(io.BytesIO(base64.b64decode(encoded))), IMAGES / "report-heatmaps.png")
+    return small_png(Image.open(io.BytesIO(base64.b64decode(encoded))), out)
 
 
-def dashboard(model: Path) -> Path:
-    """The dashboard after 40 parts, under a private Xvfb."""
+def dashboard(model: Path, source: str = "synthetic:seed=9,parts=400,defects=0.25,fps=20", parts: int = 40,
+              out: Path = IMAGES / "dashboard.png") -> Path:
+    """The dashboard after `parts` parts and then the next anomaly, under a private Xvfb."""
     display = ":" + str(next(n for n in range(121, 160) if not Path(f"/tmp/.X11-unix/X{n}").exists()))
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1400x1000x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,12 +93,11 @@ def dashboard(model: Path) -> Path:
         knobs, conveyor = KnobLink(knob_sim.url).start(), ConveyorLink(belt_sim.url).start()
         root = ttk.Window(themename="flatly")
         root.geometry("1200x1000")
-        dash = Dashboard(root, folder / "settings.toml", folder / "log", load_bundle(model),
-                         "synthetic:seed=9,parts=400,defects=0.25,fps=20", knobs, conveyor, "part",
-                         [FolderOutput(folder / "audit")])
+        dash = Dashboard(root, folder / "settings.toml", folder / "log", load_bundle(model), source, knobs, conveyor,
+                         "part", [FolderOutput(folder / "audit")])
         end = time.monotonic() + 120
         dash.resume_belt()
-        while sum(dash.counts.values()) < 40 and time.monotonic() < end:
+        while sum(dash.counts.values()) < parts and time.monotonic() < end:
             root.update()
             time.sleep(0.01)
         while not (dash.last_verdict is not None and dash.last_verdict.anomaly) and time.monotonic() < end:
@@ -109,16 +109,41 @@ def dashboard(model: Path) -> Path:
         dash.close()
         knob_sim.close()
         belt_sim.close()
-        return small_png(shot, IMAGES / "dashboard.png")
+        return small_png(shot, out)
     finally:
         xvfb.terminate()
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def category_shots(model: Path, data: Path, name: str, goods: int = 6) -> list[Path]:
+    """A model built on a real category (../shared, not in the repository): its report's heatmaps and the
+    dashboard on a few of its test goods followed by its defects, both in build/screenshots (the images are
+    the dataset's, whose licence keeps them out of the repository)."""
+    from capture.imageio import list_images
+
+    shots = REPO / "build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    stream = Path(tempfile.mkdtemp())
+    test = data / "test"
+    chosen = list_images(test / "good")[:goods]
+    for folder in sorted(p for p in test.iterdir() if p.is_dir() and p.name != "good"):
+        chosen += list_images(folder)[:2]
+    for i, path in enumerate(chosen):
+        (stream / f"{i:03d}{path.suffix}").symlink_to(path.resolve())
+    return [report_heatmaps(model, shots / f"report-heatmaps-{name}.png"),
+            dashboard(model, f"folder:{stream}", goods, shots / f"dashboard-{name}.png")]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rebuild", action="store_true", help="build the model again")
+    p.add_argument("--model", type=Path, help="with --data: a model built on a real category, shot instead")
+    p.add_argument("--data", type=Path, help="that category's dataset folder (MVTec layout)")
     args = p.parse_args()
+    if args.model and args.data:
+        for path in category_shots(args.model, args.data, args.data.name):
+            print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size // 1000} KB)")
+        return 0
     IMAGES.mkdir(parents=True, exist_ok=True)
     model = build_model(args.rebuild)
     for path in (report_heatmaps(model), dashboard(model)):
