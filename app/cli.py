@@ -138,6 +138,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Headless inspection: one JSON line per image file, or per part (or frame) of a live source."""
     from model_builder.bundle import load_bundle
 
+    recipe = _recipe(args)
+    if recipe is not None and not args.images:
+        args.source = recipe.source_spec(args.source or "")
     if bool(args.images) == bool(args.source):
         raise GutcheckError("give image files/folders or --source, not both and not neither")
     if args.images and (args.conveyor or args.log_dir):
@@ -145,11 +148,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise GutcheckError("--conveyor and --log-dir work with --source (a live stream), not with image files; "
                             "use --source folder:PATH for a folder of images")
     paths = _image_paths(args.images) if args.images else []
-    bundle = load_bundle(Path(args.model))
-    return _inspect(args, bundle, paths)
+    if recipe is not None:
+        from app.recipes import recipe_bundle
+
+        bundle = recipe_bundle(recipe)
+        args.publish = [*(args.publish or []), *recipe.publish]
+    else:
+        bundle = load_bundle(Path(args.model))
+    return _inspect(args, bundle, paths, recipe)
 
 
-def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
+def _recipe(args: argparse.Namespace):
+    """The recipe --recipe names (None without one); --model beside it is refused: the recipe names its model."""
+    if not getattr(args, "recipe", None):
+        if hasattr(args, "model") and not args.model and args.command != "dashboard":
+            raise GutcheckError("give --model BUNDLE or --recipe NAME")
+        return None
+    from app.recipes import RecipeBook
+
+    if getattr(args, "model", None):
+        raise GutcheckError("give --model or --recipe, not both: the recipe names its model")
+    return RecipeBook(Path(args.recipes) if args.recipes else None).load(args.recipe)
+
+
+def _camera_check(source, captured: dict, strict: bool) -> None:
+    """Say which camera settings did not hold or differ from the good parts'; with --strict refuse to go on."""
+    from capture.sources import camera_lines
+
+    lines = camera_lines(source, captured)
+    if lines and strict:
+        source.close()
+        raise GutcheckError(lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+                            + "; --strict refuses to inspect with it")
+    for line in lines:
+        print(f"gutcheck: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _inspect(args: argparse.Namespace, bundle, paths: list[Path], recipe=None) -> int:
     """Image files or a live source through the inspection pipeline, JSON lines on stdout; exit 2 when
     an image could not be read or verdicts did not reach the conveyor."""
     from app.drift import drift_watch
@@ -173,13 +208,17 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         source = FilesSource(paths, "files", on_error=report_unreadable)
     else:
         source = open_source(args.source)
+        _camera_check(source, bundle.info.provenance.camera, args.strict)
     if args.settings and not Path(args.settings).is_file():
         raise GutcheckError(f"--settings {args.settings}: no such file (the publishers it lists would never open)")
     # the publishers first: a refused URL leaves no log folder and no conveyor link behind
     publishers = open_publishers(args.publish, args.station, Path(args.settings) if args.settings else None)
     try:
         if args.source and args.conveyor:
-            outputs.append(ConveyorOutput(ConveyorLink(args.conveyor).start(require_open=True)))
+            link = ConveyorLink(args.conveyor).start(require_open=True)
+            outputs.append(ConveyorOutput(link))
+            if recipe is not None and recipe.belt_speed:
+                link.set_speed(recipe.belt_speed)
         log = InspectionLog(Path(args.log_dir)) if args.source and args.log_dir else None
     except BaseException:
         for output in [*outputs[1:], *publishers]:
@@ -192,7 +231,12 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path]) -> int:
         outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
                                                                            flush=True)))
     inspector = Inspector(bundle, source, args.mode, outputs, runtime=args.runtime)
-    if args.settings:  # a recalibration written there (or the dashboard's saved thresholds) is what inspects
+    if recipe is not None:  # the recipe's thresholds: the settings file's belong to the station, not a part
+        inspector.set_thresholds(recipe.thresholds(bundle))
+        t = inspector.thresholds
+        print(f"gutcheck: recipe {recipe.name} version {recipe.version}: density < {t.density:.6g} {t.rule} "
+              f"reconstruction error > {t.reconstruction:.6g}", file=sys.stderr, flush=True)
+    elif args.settings:  # a recalibration written there (or the dashboard's saved thresholds) is what inspects
         saved, note = saved_thresholds(load_settings(Path(args.settings)), bundle)
         if saved is not None:
             inspector.set_thresholds(saved)
@@ -257,11 +301,23 @@ def cmd_capture(args: argparse.Namespace) -> int:
     from capture.session import CaptureSession, CaptureSettings, DatasetWriter
     from capture.sources import open_source
 
-    writer = DatasetWriter(Path(args.datasets), args.part, args.split, args.label)
+    recipe = _recipe(args)
+    datasets, part = Path(args.datasets), args.part
+    if recipe is not None:  # into the recipe's dataset, through its camera and with its settings
+        if not recipe.dataset:
+            raise GutcheckError(f"recipe {recipe.name} has no dataset: save it with --dataset FOLDER")
+        if args.part and args.part != Path(recipe.dataset).name:
+            raise GutcheckError(f"--part {args.part}: recipe {recipe.name} records into {recipe.dataset}")
+        datasets, part = Path(recipe.dataset).parent, Path(recipe.dataset).name
+        args.source = recipe.source_spec(args.source or "")
+    if not part:
+        raise GutcheckError("give --part NAME (or --recipe NAME)")
+    writer = DatasetWriter(datasets, part, args.split, args.label)
     settings = CaptureSettings(mode=args.mode, interval_ms=args.interval, framing=Framing(crop=args.crop))
     if args.mode == "manual" and not args.window:
         raise GutcheckError("manual mode needs the window (--window): there is no button to press here")
-    source = open_source(args.source, args.width, args.height, args.fps, args.backend)
+    source = open_source(args.source or "cam:0", args.width, args.height, args.fps, args.backend)
+    _camera_check(source, {}, args.strict)
     session = CaptureSession(source, writer, settings)
     if args.window:
         from app.capture_window import run_capture_window
@@ -411,8 +467,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Capture images into datasets/<part>/<split>/<label>/ (MVTec layout) with "
                                    "quality gates, atomic writes and a manifest. Without --count it runs until "
                                    "the source ends or Ctrl-C. --window opens the capture window.")
-    c.add_argument("--source", default="cam:0", help="cam:N, file:VIDEO, folder:PATH, synthetic:, or an rtsp/http URL")
-    c.add_argument("--part", required=True, help="part name: images go to datasets/<part>/")
+    c.add_argument("--source", help="cam:N, cam:NAME, file:VIDEO, folder:PATH, synthetic:, or an rtsp/http URL "
+                                    "(default: the recipe's, else cam:0)")
+    c.add_argument("--part", help="part name: images go to datasets/<part>/ (or --recipe)")
     c.add_argument("--datasets", default="datasets", help="datasets folder (default datasets/)")
     c.add_argument("--mode", choices=["trigger", "interval", "manual"], default="trigger",
                    help="trigger: once per part passing (default); interval: every --interval ms; manual: window only")
@@ -533,7 +590,7 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="headless inspection: JSON lines out",
                        description="Score image files, or a live source, with a model bundle; prints one JSON line "
                                    "per image, part or frame.")
-    i.add_argument("--model", required=True, help="model bundle folder")
+    i.add_argument("--model", help="model bundle folder (or --recipe)")
     i.add_argument("images", nargs="*", help="image files or folders")
     i.add_argument("--source", help="a live source instead of files: cam:N, file:VIDEO, folder:PATH, synthetic:, URL")
     i.add_argument("--mode", choices=["part", "continuous"], default="part")
@@ -563,6 +620,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     d.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     d.set_defaults(func=cmd_dashboard)
+
+    from app.cli_recipes import RECIPES_HELP, add_parsers as add_recipe_parsers
+
+    add_recipe_parsers(sub, PUBLISH_HELP, OneLineParser)
+    for front in (c, i, d):
+        front.add_argument("--recipe", metavar="NAME", help="inspect (or capture) as this part's recipe says "
+                                                            "(gutcheck recipe list)")
+        front.add_argument("--recipes", help=RECIPES_HELP)
+    for front in (c, i):
+        front.add_argument("--strict", action="store_true", help="refuse to start when the camera does not take "
+                                                                 "a setting (exit 2)")
 
     m = sub.add_parser("demo", help="the whole chain on synthetic parts",
                        description="Generate a synthetic part dataset (once), build a small model, and inspect a "

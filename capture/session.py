@@ -201,11 +201,38 @@ class CaptureSession:
         if self.settings.storing:
             record = {"source": self.source.name, "frame": frame.index, "mode": self.settings.mode,
                       "framing": self.settings.framing.to_dict(), "quality": figures,
+                      **({"camera": self.source.camera_readback} if self.source.camera_readback else {}),
                       **{k: v for k, v in frame.meta.items() if k in ("truth", "part_number", "file")}}
             event.saved = self.writer.write(image, record)
             self.captured += 1
         self._previous_thumb = QualityGates.thumbnail(image)
         return event
+
+
+def captured_camera(root: Path, files: list[Path]) -> tuple[dict[str, float], str]:
+    """The camera settings the manifest says `files` were captured with (the most common when they differ),
+    and a note when they differ or some were captured without recorded settings ("" when they agree)."""
+    from collections import Counter
+
+    manifest = Path(root) / MANIFEST
+    if not manifest.is_file():
+        return {}, ""
+    wanted = {str(Path(f).resolve()) for f in files}
+    seen: Counter = Counter()
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash: the image it names has settings of its own line or none
+        if isinstance(record, dict) and str((Path(root) / str(record.get("file", ""))).resolve()) in wanted:
+            camera = record.get("camera")
+            seen[json.dumps(camera, sort_keys=True) if isinstance(camera, dict) else "{}"] += 1
+    if not seen:
+        return {}, ""
+    common, n = seen.most_common(1)[0]
+    note = "" if len(seen) == 1 else (f"the good images were captured with {len(seen)} different camera settings; "
+                                      f"recorded the most common ({n} of {sum(seen.values())})")
+    return json.loads(common), note
 
 
 def summarize(root: Path) -> dict:

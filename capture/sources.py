@@ -1,10 +1,15 @@
 """Image sources behind one interface, chosen by a source string:
 
-    cam:N                 OpenCV camera N (options: width, height, fps, backend)
+    cam:N, cam:NAME       OpenCV camera N, or the camera whose name or stable id holds NAME (`gutcheck
+                          cameras` lists them); options: width, height, fps, backend and the camera
+                          settings (exposure, gain, focus, white_balance, auto_exposure, auto_focus,
+                          auto_white_balance), set when the camera opens and read back
     file:video.mp4        a video file
     folder:path           a sorted image sequence
     synthetic:            the synthetic conveyor (options after the colon: seed=1,parts=40,defects=0.3;
-                          light_from=N,light=1.3 changes the light from part N on: a drift demo)
+                          light_from=N,light=1.3 changes the light from part N on: a drift demo); it takes
+                          the camera settings too (exposure in stops, gain in %, focus 50 = sharp,
+                          white_balance in kelvin, auto_exposure=1 follows the light)
     rtsp://… http(s)://…  a network stream
 
 `read()` returns the next Frame, or None when a finite source is exhausted. Failed reads are
@@ -27,6 +32,82 @@ from capture.imageio import list_images, read_image, to_bgr8
 BACKENDS = {"auto": cv2.CAP_ANY, "dshow": cv2.CAP_DSHOW, "msmf": cv2.CAP_MSMF, "v4l2": cv2.CAP_V4L2,
             "ffmpeg": cv2.CAP_FFMPEG, "gstreamer": cv2.CAP_GSTREAMER}
 RETRY_S = (0.5, 1.0, 2.0, 5.0)
+
+# The camera settings a source string or a recipe can hold: name -> (OpenCV property, lowest, highest).
+# Values go to the driver as given, in its own units (V4L2 exposure in 100 us steps, DirectShow's in
+# log2 seconds); the auto switches are 0 (off) or 1 (on) and are set before the manual values, which a
+# camera in automatic mode would ignore.
+CAMERA_SETTINGS: dict[str, tuple[int, float, float]] = {
+    "auto_exposure": (cv2.CAP_PROP_AUTO_EXPOSURE, 0, 1),
+    "auto_focus": (cv2.CAP_PROP_AUTOFOCUS, 0, 1),
+    "auto_white_balance": (cv2.CAP_PROP_AUTO_WB, 0, 1),
+    "exposure": (cv2.CAP_PROP_EXPOSURE, -20.0, 100_000.0),
+    "gain": (cv2.CAP_PROP_GAIN, 0.0, 10_000.0),
+    "focus": (cv2.CAP_PROP_FOCUS, 0.0, 10_000.0),
+    "white_balance": (cv2.CAP_PROP_WB_TEMPERATURE, 1000.0, 15_000.0),
+}
+AUTO_SWITCHES = ("auto_exposure", "auto_focus", "auto_white_balance")
+# What a backend wants for auto exposure off and on (V4L2: 1 manual, 3 aperture priority); others 0 / 1.
+AUTO_EXPOSURE_VALUES = {"V4L2": (1.0, 3.0), "DSHOW": (0.25, 0.75)}
+
+
+def check_camera_settings(settings: dict) -> dict[str, float]:
+    """The settings as numbers, checked against CAMERA_SETTINGS; a bad one is a one-line GutcheckError."""
+    out = {}
+    for name, value in settings.items():
+        if name not in CAMERA_SETTINGS:
+            raise GutcheckError(f"unknown camera setting {name!r}; known: {', '.join(sorted(CAMERA_SETTINGS))}")
+        _, low, high = CAMERA_SETTINGS[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise GutcheckError(f"camera setting {name}={value!r}: not a number") from None
+        if isinstance(value, bool) or not low <= number <= high:  # also refuses NaN
+            raise GutcheckError(f"camera setting {name}={value}: must be between {low:g} and {high:g}")
+        if name in AUTO_SWITCHES and number not in (0.0, 1.0):
+            raise GutcheckError(f"camera setting {name}={value}: 0 (off) or 1 (on)")
+        out[name] = number
+    return out
+
+
+def camera_lines(source: "Source", captured: dict[str, float]) -> list[str]:
+    """One line for each camera setting the source did not take, and one naming the settings that differ
+    from those the good parts were captured with (`captured`, the bundle's record); none when all hold."""
+    lines = [f"{source.name}: {p}" for p in source.camera_problems]
+    if not source.is_camera:
+        return lines
+    live = source.camera_readback
+    differ = [f"{k} {live[k]:g} (the good parts: {v:g})" for k, v in sorted(captured.items())
+              if k in live and abs(live[k] - v) > max(1e-3, 0.01 * abs(v))]
+    differ += [f"{k} not set (the good parts: {v:g})" for k, v in sorted(captured.items()) if k not in live]
+    if differ:
+        lines.append(f"{source.name}: camera settings differ from the good parts': {', '.join(differ)}")
+    return lines
+
+
+def apply_camera_settings(cap, settings: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Set `settings` on an open VideoCapture (auto switches first) and read each back: what the camera
+    reports, and one line for each value it did not take."""
+    backend = ""
+    try:
+        backend = cap.getBackendName()
+    except cv2.error:
+        pass
+    readback, problems = {}, []
+    for name in sorted(settings, key=lambda n: (n not in AUTO_SWITCHES, n)):
+        prop = CAMERA_SETTINGS[name][0]
+        value = settings[name]
+        wanted = AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))[int(value)] if name == "auto_exposure" else value
+        took = bool(cap.set(prop, wanted))
+        got = float(cap.get(prop))
+        if name == "auto_exposure":
+            got = 1.0 if abs(got - AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))[1]) < 1e-3 else \
+                (0.0 if abs(got - AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))[0]) < 1e-3 else got)
+        readback[name] = got
+        if not took or abs(got - value) > max(1e-3, 0.01 * abs(value)):
+            problems.append(f"{name}={value:g} not taken (the camera reports {got:g})" if took
+                            else f"{name}={value:g} refused by the camera or its driver")
+    return readback, problems
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own messages say what went wrong
 
 
@@ -46,11 +127,15 @@ class Source:
     name = "source"
     finite = False
     stills = False  # every frame is a part of its own (image files): no part trigger
+    is_camera = False  # it takes camera settings (a camera or the synthetic one; not files or videos)
 
     def __init__(self) -> None:
         self.frames = 0
         self.failed_reads = 0
         self.status = "open"
+        self.camera: dict[str, float] = {}  # the camera settings asked for (CAMERA_SETTINGS)
+        self.camera_readback: dict[str, float] = {}  # what the camera reports for them once open
+        self.camera_problems: list[str] = []  # one line per setting it did not take
 
     def _grab(self) -> tuple[np.ndarray, dict] | None:
         raise NotImplementedError
@@ -81,8 +166,11 @@ class CaptureSource(Source):
     """An OpenCV VideoCapture (camera, video file or stream) that is reopened when it drops out."""
 
     def __init__(self, target: int | str, name: str, finite: bool, width: int = 0, height: int = 0, fps: int = 0,
-                 backend: str = "auto", retry_s: tuple[float, ...] = RETRY_S, open_now: bool = True):
+                 backend: str = "auto", retry_s: tuple[float, ...] = RETRY_S, open_now: bool = True,
+                 camera: dict[str, float] | None = None):
         super().__init__()
+        self.camera = check_camera_settings(camera or {})  # set at every (re)open
+        self.is_camera = not finite and isinstance(target, int)
         if backend not in BACKENDS:
             raise GutcheckError(f"unknown camera backend {backend!r}; known: {', '.join(BACKENDS)}")
         self.target, self.name, self.finite = target, name, finite
@@ -105,6 +193,8 @@ class CaptureSource(Source):
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
         if self.fps:
             cap.set(cv2.CAP_PROP_FPS, self.fps)
+        if self.camera:
+            self.camera_readback, self.camera_problems = apply_camera_settings(cap, self.camera)
         self.cap = cap
         self.status = "open"
         return True
@@ -192,13 +282,53 @@ class FolderSource(FilesSource):
         super().__init__(paths, f"folder:{folder}", on_error)
 
 
+class SyntheticCamera:
+    """What the synthetic conveyor's camera does with the camera settings, so that tests of them are real:
+    exposure in stops (a factor 2**exposure), gain in per cent, white balance in kelvin (5000 K neutral),
+    focus 50 sharp (blurred a pixel per 10 away from it); auto_exposure=1 lets the exposure follow each
+    frame's brightness toward the first frame's, as a webcam's does, so the light and the part in view
+    move it; with auto_focus=1 every frame is sharp."""
+
+    SHARP_FOCUS = 50.0
+    NEUTRAL_KELVIN = 5000.0
+
+    def __init__(self, settings: dict[str, float]):
+        self.settings = settings
+        self.auto_gain = 1.0
+        self._target: float | None = None
+
+    def readback(self) -> dict[str, float]:
+        return dict(self.settings)  # it takes every value in range
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        s = self.settings
+        if not s:
+            return image
+        out = image.astype(np.float32) * (2.0 ** s.get("exposure", 0.0)) * (1.0 + s.get("gain", 0.0) / 100.0)
+        if "white_balance" in s and not s.get("auto_white_balance", 0.0):
+            ratio = np.sqrt(s["white_balance"] / self.NEUTRAL_KELVIN)
+            out = out * np.array([ratio, 1.0, 1.0 / ratio], np.float32)  # BGR: warmer light, bluer picture
+        if s.get("auto_exposure", 0.0):
+            mean = float(out.mean()) * self.auto_gain
+            if self._target is None:
+                self._target = mean
+            elif mean > 1.0:
+                self.auto_gain *= (self._target / mean) ** 0.3  # it adjusts over a few frames, not at once
+            out = out * self.auto_gain
+        blur = 0.0 if s.get("auto_focus", 0.0) else abs(s.get("focus", self.SHARP_FOCUS) - self.SHARP_FOCUS) / 10.0
+        if blur > 0:
+            out = cv2.GaussianBlur(out, (0, 0), blur)
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+
 class SyntheticSource(Source):
     """The synthetic conveyor camera; frames carry the truth (part number, good/defect, phase)."""
 
     finite = True
+    is_camera = True
 
     def __init__(self, seed: int = 0, parts: int = 40, defects: float = 0.3, size: int = 256, fps: float = 0.0,
-                 light_from: int = 0, light: float = 1.0):
+                 light_from: int = 0, light: float = 1.0, camera: dict[str, float] | None = None):
         super().__init__()
         from capture.synthetic import conveyor_stream
 
@@ -209,6 +339,9 @@ class SyntheticSource(Source):
         self._frames = conveyor_stream(seed=seed, n_parts=parts, defect_rate=defects, size=size)
         self.period = 1.0 / fps if fps > 0 else 0.0
         self._last = 0.0
+        self.camera = check_camera_settings(camera or {})
+        self._camera = SyntheticCamera(self.camera)
+        self.camera_readback = self._camera.readback()
 
     def _grab(self) -> tuple[np.ndarray, dict] | None:
         if self.period:
@@ -224,17 +357,23 @@ class SyntheticSource(Source):
         image = f.image
         if self._lit:
             image = np.clip(image.astype(np.float32) * self.light, 0, 255).astype(np.uint8)
-        return image, {"part_number": f.part_number, "truth": f.truth, "phase": f.phase}
+        return self._camera(image), {"part_number": f.part_number, "truth": f.truth, "phase": f.phase}
 
 
 # The options each source kind takes: name -> (type, lowest, highest). One table, so the message for
 # a typo can list what is allowed and nothing unknown is silently ignored.
+_CAMERA_OPTIONS = {name: (float, low, high) for name, (_, low, high) in CAMERA_SETTINGS.items()}
 SOURCE_OPTIONS: dict[str, dict[str, tuple[type, float, float]]] = {
-    "cam": {"width": (int, 1, 16384), "height": (int, 1, 16384), "fps": (int, 1, 1000)},
+    "cam": {"width": (int, 1, 16384), "height": (int, 1, 16384), "fps": (int, 1, 1000), **_CAMERA_OPTIONS},
     "synthetic": {"seed": (int, 0, 2**31 - 1), "parts": (int, 1, 1_000_000), "defects": (float, 0.0, 1.0),
                   "size": (int, 32, 4096), "fps": (float, 0.0, 1000.0), "light_from": (int, 0, 1_000_000),
-                  "light": (float, 0.1, 10.0)},
+                  "light": (float, 0.1, 10.0), **_CAMERA_OPTIONS},
 }
+
+
+def camera_part(options: dict[str, object]) -> dict[str, float]:
+    """The camera settings among a source's options, checked (an auto switch is 0 or 1)."""
+    return check_camera_settings({k: v for k, v in options.items() if k in CAMERA_SETTINGS})
 
 
 def _options(kind: str, text: str) -> dict[str, object]:
@@ -272,11 +411,15 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: int = 30,
     try:
         if kind == "cam":
             index_text, _, opt_text = rest.partition(",")
-            if not index_text.isdigit():
-                raise GutcheckError(f"bad camera source {spec!r}: expected cam:N, N a number (cam:0, cam:1)")
             o = _options("cam", opt_text)
-            return CaptureSource(int(index_text), spec, False, o.get("width", width), o.get("height", height),
-                                 o.get("fps", fps), o.get("backend", backend))
+            if index_text.isdigit():
+                target: int | str = int(index_text)
+            else:
+                from capture.cameras import find_camera
+
+                target = find_camera(index_text).device
+            return CaptureSource(target, spec, False, o.get("width", width), o.get("height", height),
+                                 o.get("fps", fps), o.get("backend", backend), camera=camera_part(o))
         if kind == "file":
             path = Path(rest)
             if not path.is_file():
@@ -293,10 +436,10 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: int = 30,
                 raise GutcheckError(f"bad source {spec!r}: light=FACTOR and light_from=PART go together "
                                     "(light_from=120,light=1.1: the light 10 % brighter from part 120 on)")
             return SyntheticSource(o.get("seed", 0), o.get("parts", 40), o.get("defects", 0.3), o.get("size", 256),
-                                   o.get("fps", 0.0), o.get("light_from", 0), o.get("light", 1.0))
+                                   o.get("fps", 0.0), o.get("light_from", 0), o.get("light", 1.0), camera_part(o))
         if kind in ("rtsp", "http", "https"):
             return CaptureSource(spec, spec, False, backend="ffmpeg")
     except ValueError as exc:
         raise GutcheckError(f"bad source {spec!r}: {exc}") from None
-    raise GutcheckError(f"unknown source {spec!r}: use cam:N, file:VIDEO, folder:PATH, synthetic: or an "
+    raise GutcheckError(f"unknown source {spec!r}: use cam:N, cam:NAME, file:VIDEO, folder:PATH, synthetic: or an "
                         "rtsp:// or http:// URL")

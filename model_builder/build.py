@@ -410,6 +410,11 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
     sizes = {im.shape[:2] for im in good.images}
     if len(sizes) > 1:
         log(f"note: the good images come in {len(sizes)} sizes; all are resized to {options.size}x{options.size}")
+    from capture.session import captured_camera
+
+    camera, camera_note = captured_camera(data, good.paths)
+    if camera_note:
+        log(f"note: {camera_note}")
     idx_train, idx_val = split_held_out(len(good), options.val_fraction, options.seed)
     x = ModelInputs(good.images, preprocessing)
     log(f"{len(idx_train)} training and {len(idx_val)} validation images of {data} at "
@@ -440,6 +445,7 @@ def build(data: Path, out: Path | None, options: BuildOptions | None = None, for
             built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             options=asdict(options),
             versions=package_versions(),
+            camera=camera,
         ),
     )
     calibrated = calibrate(scorer, options, x.subset(idx_val), [good.paths[i] for i in idx_val], info,

@@ -92,6 +92,8 @@ class Provenance:
     options: dict[str, Any] = field(default_factory=dict)  # BuildOptions as written (read back by people)
     versions: dict[str, str] = field(default_factory=dict)
     added: list[AddedImages] = field(default_factory=list)
+    # the camera settings the good parts were captured with (the capture manifest), {} when not known
+    camera: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -57,7 +57,7 @@ def test_synthetic_source_carries_the_truth():
 
 
 @pytest.mark.parametrize("spec, words", [
-    ("bogus", "unknown source"), ("cam:x", "expected cam:N"), ("cam:7", "cannot open"),
+    ("bogus", "unknown source"), ("cam:x", "no camera named 'x'"), ("cam:7", "cannot open"),
     ("file:/nowhere.mp4", "no such video file"), ("folder:/nowhere", "no such folder"),
     ("synthetic:parts", "expected name=value"), ("synthetic:parts=many", "parts=.many.: not an integer"),
 ])
