@@ -139,3 +139,19 @@ def test_a_recipe_refuses_a_model_rebuilt_at_its_folder(tiny_bundle, tmp_path):
     assert_one_line_error(refused, "is " + load_bundle(copy).info.model_id, "an-earlier-build-20260101-000000",
                           "save the recipe again with --model")
     assert refused.stdout == ""  # no part judged with another model's thresholds
+
+
+def test_capture_with_a_recipe_records_into_its_dataset_through_its_camera(tmp_path):
+    book = RecipeBook(tmp_path / "recipes")
+    dataset = tmp_path / "datasets" / "bracket"
+    book.save(Recipe("bracket", model="/m", model_id="m", source="synthetic:seed=3,parts=5", dataset=str(dataset),
+                     camera={"exposure": -0.5, "auto_exposure": 0.0}))
+    run = gutcheck("capture", "--recipe", "bracket", "--recipes", book.folder, "--count", "2")
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in (dataset / "manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["camera"] == {"auto_exposure": 0.0, "exposure": -0.5} for r in records)
+    assert len(list((dataset / "train" / "good").iterdir())) == 2
+    assert_one_line_error(gutcheck("capture", "--recipe", "bracket", "--recipes", book.folder, "--part", "other"),
+                          "--part other: recipe bracket records into")
+    book.save(Recipe("nodata", model="/m", model_id="m"))
+    assert_one_line_error(gutcheck("capture", "--recipe", "nodata", "--recipes", book.folder), "has no dataset")
