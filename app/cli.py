@@ -432,6 +432,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from capture.platforms import has_display
 
+    if args.recipe and args.model:
+        raise GutcheckError("give --model or --recipe, not both: the recipe names its model")
     if not has_display():
         raise GutcheckError("no display: the dashboard needs a screen (use 'gutcheck inspect' headless)")
     from app.settings import default_log_dir, default_settings_path
@@ -439,7 +441,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(model=args.model, source=args.source, knobs=args.knobs, conveyor=args.conveyor,
                          mode=args.mode, settings=Path(args.settings) if args.settings else default_settings_path(),
                          log_dir=Path(args.log_dir) if args.log_dir else default_log_dir(),
-                         publish=args.publish or [], station=args.station, runtime=args.runtime)
+                         publish=args.publish or [], station=args.station, runtime=args.runtime,
+                         recipe=args.recipe, recipes=Path(args.recipes) if args.recipes else None)
 
 
 RUNTIME_HELP = ("where the network runs: auto (OpenVINO when its outputs match TensorFlow's, else TensorFlow; "

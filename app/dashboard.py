@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import gc
 import queue
+import sqlite3
 import threading
 import time
 import tkinter as tk
@@ -26,6 +27,7 @@ from app.outputs import ConveyorOutput, LogOutput
 from app.verdict import Verdict
 from app.links.protocol import BELT_STATES
 from app.heatmap import beside_input, heat
+from app.recipes import Recipe, RecipeBook, changes, recipe_bundle
 from app.settings import Settings, load_settings, save_settings, saved_thresholds, with_thresholds
 from capture.errors import GutcheckError
 from capture.sources import open_source
@@ -63,8 +65,17 @@ class Dashboard:
 
     def __init__(self, root: tk.Tk, settings_path: Path, log_folder: Path, bundle: Bundle | None = None,
                  source_spec: str | None = None, knob_link=None, conveyor_link=None, mode: str = "part",
-                 publishers: list | None = None, runtime: str = "auto"):
+                 publishers: list | None = None, runtime: str = "auto", recipes: RecipeBook | None = None,
+                 recipe: str | None = None, station: str = ""):
         self.root = root
+        self.recipes = recipes or RecipeBook()
+        self.recipe: Recipe | None = None  # the part's recipe in force (None: a model opened on its own)
+        self.recipe_publishers: list = []  # the recipe's own outputs, beside the station's
+        self.station = station
+        self.changeover_s: float | None = None  # how long the last changeover took, click to inspecting
+        self.station_source = source_spec  # the station's source; a recipe's camera settings go on top of it
+        self._remember: dict[str, str] = {}  # ports to remember when the window closes
+        self._settings_unreadable = False  # a damaged settings file is shown, and never replaced on closing
         self.runtime = runtime  # where the inspector's network runs (model_builder/runtime.py)
         self._runtime_shown: Inspector | None = None  # the inspector whose runtime the status line named
         self.publishers = list(publishers or [])  # outlive each inspection run; closed with the window
@@ -92,13 +103,35 @@ class Dashboard:
         try:
             self.settings = load_settings(self.settings_path)
         except GutcheckError as exc:
+            self._settings_unreadable = True
             self.message(str(exc), error=True)
-        if self.bundle is not None:
-            self._use_bundle(self.bundle)
-        if self.bundle is not None and source_spec:
-            self.open_source(source_spec)
+        if recipe:
+            self.change_over(recipe)
+        else:
+            if self.bundle is not None:
+                self._use_bundle(self.bundle)
+            if self.bundle is not None and source_spec:
+                self.open_source(source_spec)
+        self._restore_from_log()
         root.protocol("WM_DELETE_WINDOW", self.close)
         root.after(POLL_MS, self.poll)
+
+    def _restore_from_log(self) -> None:
+        """Today's counters and the last parts of the history, as the inspection log holds them: a restarted
+        station carries on where it was (the log is local SQLite, read once at start)."""
+        today = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))
+        try:
+            self.counts = self.log.counts(since=today)
+            rows = self.log.recent(20)
+        except sqlite3.Error as exc:  # shown, and the counters start from zero
+            self.message(f"cannot read the inspection log back: {exc}", error=True)
+            return
+        for row in reversed(rows):
+            bad = row["verdict"] == "anomaly"
+            self.history.insert("", 0, text=f" {row['part_number'] or row['id']}",
+                                values=("ANOMALY" if bad else "OK", f"{row['density']:.2f}",
+                                        f"{row['reconstruction_error']:.5f}"), tags=("bad",) if bad else ())
+        self.history.tag_configure("bad", foreground=RED)
 
     # -- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -119,8 +152,17 @@ class Dashboard:
 
         # The status line (where errors are shown) on top: a window shorter than the content cuts
         # the bottom, and must never cut the message that says what went wrong.
-        self.status = ttk.Label(r, text="", padding=(8, 4))
-        self.status.grid(row=0, column=0, columnspan=2, sticky="ew")
+        self.status = ttk.Label(r, text="", padding=(8, 4), wraplength=640)
+        self.status.grid(row=0, column=0, sticky="ew")
+        bar = ttk.Frame(r, padding=(6, 4))
+        bar.grid(row=0, column=1, sticky="e")
+        ttk.Label(bar, text="recipe").grid(row=0, column=0, padx=(0, 4))
+        self.recipe_var = tk.StringVar(value="")
+        self.recipe_picker = ttk.Combobox(bar, textvariable=self.recipe_var, width=22, state="readonly",
+                                          postcommand=self._list_recipes)
+        self.recipe_picker.grid(row=0, column=1)
+        ttk.Button(bar, text="Change over", bootstyle="primary",
+                   command=lambda: self.change_over(self.recipe_var.get())).grid(row=0, column=2, padx=4)
         left = ttk.Frame(r, padding=6)
         left.grid(row=1, column=0, sticky="nsew")
         right = ttk.Frame(r, padding=6)
@@ -215,16 +257,19 @@ class Dashboard:
     def message(self, text: str, error: bool = False) -> None:
         self.status.configure(text=text, foreground=RED if error else "")
 
-    def _use_bundle(self, bundle: Bundle) -> None:
+    def _use_bundle(self, bundle: Bundle, thresholds: Thresholds | None = None) -> None:
+        """Inspect with `bundle`, at `thresholds` (a recipe's) or those saved for it, else its own."""
         self.bundle = bundle
         self.expectation.configure(text=f"At the built thresholds: {bundle.info.calibration.expectation()}.")
-        t = bundle.thresholds
-        saved, note = saved_thresholds(self.settings, bundle)
-        if note:
-            self.message(note, error=True)
-        self._show_thresholds(saved or t)
+        if thresholds is None:
+            saved, note = saved_thresholds(self.settings, bundle)
+            if note:
+                self.message(note, error=True)
+            thresholds = saved or bundle.thresholds
+        self._show_thresholds(thresholds)
 
     def _show_thresholds(self, t: Thresholds) -> None:
+        self._shown_thresholds = t  # the exact values behind the rounded ones on screen
         self.density_var.set(round(t.density, 4))
         self.recon_var.set(round(t.reconstruction, 6))
         if self.rule_var.get() != t.rule:
@@ -240,7 +285,12 @@ class Dashboard:
 
     def apply_spinboxes(self) -> None:
         try:
-            t = Thresholds(float(self.density_var.get()), float(self.recon_var.get()), self.rule_var.get())
+            density, error = float(self.density_var.get()), float(self.recon_var.get())
+            shown = getattr(self, "_shown_thresholds", None)
+            # untouched spinboxes keep the exact thresholds (a recipe's, the bundle's), not their rounding
+            if shown is not None and (density, error) == (round(shown.density, 4), round(shown.reconstruction, 6)):
+                density, error = shown.density, shown.reconstruction
+            t = Thresholds(density, error, self.rule_var.get())
         except (tk.TclError, ValueError, GutcheckError):
             self.message("thresholds must be numbers", error=True)
             return
@@ -251,6 +301,16 @@ class Dashboard:
     def save_thresholds(self) -> None:
         t = self.current_thresholds()
         if t is None:
+            return
+        if self.recipe is not None:  # the thresholds belong to the part: a new version of its recipe
+            try:
+                self.recipe = self.recipes.save(replace(self.recipe, density_threshold=t.density,
+                                                        reconstruction_threshold=t.reconstruction, rule=t.rule),
+                                                note="thresholds saved in the dashboard")
+            except (GutcheckError, OSError) as exc:
+                self.message(f"cannot save recipe {self.recipe.name}: {exc}", error=True)
+                return
+            self.message(f"thresholds saved as recipe {self.recipe.name} version {self.recipe.version}")
             return
         self.settings = replace(with_thresholds(self.settings, self.bundle, t),
                                 source=self.source_spec or self.settings.source)
@@ -289,6 +349,62 @@ class Dashboard:
         if self.conveyor is None or not self.conveyor.stop_belt():
             self.message("conveyor not connected: stop the belt by hand", error=True)
 
+    def _list_recipes(self) -> None:
+        try:
+            self.recipe_picker.configure(values=self.recipes.names())
+        except OSError as exc:
+            self.message(f"cannot read the recipes in {self.recipes.folder}: {exc}", error=True)
+
+    def change_over(self, name: str) -> None:
+        """Switch the station to recipe `name`: the belt stops and no part is judged until everything the
+        recipe holds is in force; the recipe and its model load in a worker (poll() finishes the change)."""
+        if not name:
+            self.message("pick a recipe first", error=True)
+            return
+        started = time.monotonic()
+        if self.conveyor is not None:
+            self.conveyor.stop_belt()
+        self._retire_inspector()
+        self.message(f"changing over to recipe {name} … (belt stopped)")
+        book, station, settings = self.recipes, self.station, self.settings_path
+
+        def load() -> None:
+            try:
+                recipe = book.load(name)
+                bundle = recipe_bundle(recipe)
+                publishers = []
+                if recipe.publish:
+                    from app.publish import open_publishers
+
+                    publishers = open_publishers(recipe.publish, station, settings if settings.exists() else None)
+                self._jobs.put(("recipe", (recipe, bundle, publishers, started)))
+            except GutcheckError as exc:
+                self._jobs.put(("error", f"cannot change over to recipe {name}: {exc}; the belt stays stopped"))
+
+        threading.Thread(target=load, daemon=True, name="changeover").start()
+
+    def _recipe_loaded(self, recipe: Recipe, bundle: Bundle, publishers: list, started: float) -> None:
+        what = changes(self.recipe, recipe)
+        old, self.recipe_publishers = self.recipe_publishers, publishers
+        threading.Thread(target=lambda: [p.close(2.0) for p in old], daemon=True, name="outputs-close").start()
+        self.recipe = recipe
+        self.recipe_var.set(recipe.name)
+        self._use_bundle(bundle, recipe.thresholds(bundle))
+        if recipe.belt_speed and self.conveyor is not None:
+            self.conveyor.set_speed(recipe.belt_speed)
+        spec = recipe.source_spec(recipe.source or self.station_source or "")
+        if spec and not self.open_source(spec):
+            return  # open_source said why; nothing inspects and the belt stays stopped
+        self.changeover_s = time.monotonic() - started
+        self.settings = replace(self.settings, recipe=recipe.name)
+        try:
+            save_settings(self.settings_path, self.settings)  # the station comes back in this recipe
+        except (GutcheckError, OSError) as exc:
+            self.message(f"cannot remember the recipe in {self.settings_path}: {exc}", error=True)
+            return
+        self.message(f"recipe {recipe.name} version {recipe.version} in force after {self.changeover_s:.1f} s "
+                     f"({'; '.join(what)}); belt stopped: Resume when the next part is in place")
+
     def open_model(self, path: str) -> None:
         """Load a bundle in a worker thread (it takes seconds); poll() picks up the result."""
         self.message(f"loading model {path} …")
@@ -302,6 +418,10 @@ class Dashboard:
         threading.Thread(target=load, daemon=True, name="model-loader").start()
 
     def _model_loaded(self, bundle: Bundle) -> None:
+        if self.recipe is not None:  # a model opened on its own: no recipe is in force any more
+            old, self.recipe_publishers, self.recipe = self.recipe_publishers, [], None
+            threading.Thread(target=lambda: [p.close(2.0) for p in old], daemon=True, name="outputs-close").start()
+            self.recipe_var.set("")
         self._use_bundle(bundle)
         if self.source_spec:
             self.open_source(self.source_spec)
@@ -320,7 +440,7 @@ class Dashboard:
         self.source_spec = spec
         self.drift = drift_watch(self.bundle, self.publishers, say=lambda m: self._jobs.put(("drift", m)))
         outputs = [LogOutput(self.log), *([ConveyorOutput(self.conveyor)] if self.conveyor is not None else []),
-                   *self.publishers, self.drift]
+                   *self.publishers, *self.recipe_publishers, self.drift]
         self.inspector = Inspector(self.bundle, source, self.mode, outputs, runtime=self.runtime)
         self.apply_spinboxes()  # the thresholds on screen are the ones in force
         self.inspector.start()
@@ -333,7 +453,8 @@ class Dashboard:
         old, self.inspector = self.inspector, None
         if old is not None:
             old.stop()
-            own = [o for o in old.outputs if o not in self.publishers]  # the publishers serve the next run too
+            # the publishers serve the next run too (a recipe's are closed when another recipe comes in)
+            own = [o for o in old.outputs if o not in self.publishers and o not in self.recipe_publishers]
 
             def close() -> None:
                 for output in own:
@@ -496,6 +617,8 @@ class Dashboard:
             kind, value = self._jobs.get_nowait()
             if kind == "model":
                 self._model_loaded(value)
+            elif kind == "recipe":
+                self._recipe_loaded(*value)
             elif kind == "hardware":
                 if self.hardware is not None and self.hardware["window"].winfo_exists():
                     tag = "pass" if "PASS " in value[:8] else "fail" if "FAIL " in value[:8] else ""
@@ -702,12 +825,33 @@ class Dashboard:
             c.create_text(4, top + 8, text="density" if index == 0 else "reconstruction error", anchor="w",
                           fill=colour)
 
+    def remember(self, **ports: str) -> None:
+        """What the station should come back with next time (saved when the window closes)."""
+        self._remember.update(ports)
+
+    def _save_memory(self) -> None:
+        """The station's last source, ports, mode and recipe into the settings file; a damaged file is
+        kept aside by save_settings, never overwritten."""
+        if self._settings_unreadable:
+            return
+        memory = dict(self._remember, mode=self.mode)
+        if self.station_source:
+            memory["source"] = self.station_source
+        remembered = replace(self.settings, **memory)
+        if remembered == self.settings and self.settings_path.exists():
+            return
+        try:
+            save_settings(self.settings_path, remembered)
+        except (GutcheckError, OSError):
+            pass  # closing: nowhere to show it; the next start says what it cannot read
+
     def close(self) -> None:
+        self._save_memory()
         if self.inspector is not None:
             self.inspector.stop()
             self.inspector.close_outputs(2.0)  # the log's last verdicts are written before it closes
         else:
-            for publisher in self.publishers:
+            for publisher in [*self.publishers, *self.recipe_publishers]:
                 publisher.close(2.0)
         for link in (self.knobs, self.conveyor):
             if link is not None:

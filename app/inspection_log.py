@@ -127,9 +127,11 @@ class InspectionLog:
                  item.model_id, item.source, rel, item.truth))
             return int(cur.lastrowid)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, since: float = 0.0) -> dict[str, int]:
+        """Parts judged ok and anomaly (from time.time() `since` on: 0 = all)."""
         with self._lock:
-            rows = dict(self.db.execute("SELECT verdict, COUNT(*) FROM inspections GROUP BY verdict").fetchall())
+            rows = dict(self.db.execute("SELECT verdict, COUNT(*) FROM inspections WHERE time >= ? GROUP BY verdict",
+                                        (since,)).fetchall())
         return {"ok": rows.get("ok", 0), "anomaly": rows.get("anomaly", 0)}
 
     def recent(self, n: int = 20) -> list[dict]:

@@ -22,6 +22,7 @@ class Settings:
 
     model: str = ""  # the bundle's folder, as resolved when the thresholds were saved
     model_id: str = ""  # its model_id (bundle.json): the thresholds belong to that model wherever it lies
+    recipe: str = ""  # the recipe last changed over to: the station starts in it again
     source: str = "cam:0"
     knobs: str = ""
     conveyor: str = ""

@@ -171,7 +171,7 @@ def test_recalibrate_last_beyond_any_log_is_one_line(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["inspct"], "invalid choice: 'inspct'"),
-    (["inspect"], "inspect: the following arguments are required: --model"),
+    (["inspect"], "give --model BUNDLE or --recipe NAME"),
     (["hardware", "check", "--sweep-seconds", "x"], "invalid float value"),
     (["hardware", "check", "--sweep-seconds", "nan"], "must be above 0 and at most 600"),
     (["hardware", "check", "--sweep-seconds", "inf"], "must be above 0 and at most 600"),
