@@ -27,7 +27,7 @@ from app.outputs import ConveyorOutput, LogOutput
 from app.verdict import Verdict
 from app.links.protocol import BELT_STATES
 from app.heatmap import beside_input, heat
-from app.recipes import Recipe, RecipeBook, changes, recipe_bundle
+from app.recipes import Recipe, RecipeBook, changed_names, recipe_bundle
 from app.settings import Settings, load_settings, save_settings, saved_thresholds, with_thresholds
 from capture.errors import GutcheckError
 from capture.sources import open_source
@@ -365,6 +365,9 @@ class Dashboard:
         if self.conveyor is not None:
             self.conveyor.stop_belt()
         self._retire_inspector()
+        # nothing on screen may look like a verdict of the new recipe before it is in force
+        self.banner.configure(text="—", bg=GREY)
+        self.rule_line.configure(text="")
         self.message(f"changing over to recipe {name} … (belt stopped)")
         book, station, settings = self.recipes, self.station, self.settings_path
 
@@ -384,7 +387,7 @@ class Dashboard:
         threading.Thread(target=load, daemon=True, name="changeover").start()
 
     def _recipe_loaded(self, recipe: Recipe, bundle: Bundle, publishers: list, started: float) -> None:
-        what = changes(self.recipe, recipe)
+        what = changed_names(self.recipe, recipe)
         old, self.recipe_publishers = self.recipe_publishers, publishers
         threading.Thread(target=lambda: [p.close(2.0) for p in old], daemon=True, name="outputs-close").start()
         self.recipe = recipe
@@ -403,7 +406,7 @@ class Dashboard:
             self.message(f"cannot remember the recipe in {self.settings_path}: {exc}", error=True)
             return
         self.message(f"recipe {recipe.name} version {recipe.version} in force after {self.changeover_s:.1f} s "
-                     f"({'; '.join(what)}); belt stopped: Resume when the next part is in place")
+                     f"(changed: {what}); belt stopped: Resume when the next part is in place")
 
     def open_model(self, path: str) -> None:
         """Load a bundle in a worker thread (it takes seconds); poll() picks up the result."""

@@ -107,13 +107,31 @@ def check_name(name: str) -> str:
     return name
 
 
+_SHORT_NAMES = {"model_id": "model", "density_threshold": "thresholds", "reconstruction_threshold": "thresholds"}
+_BOOKKEEPING = {"name", "version", "saved", "saved_by", "note"}
+
+
 def changes(old: Recipe | None, new: Recipe) -> list[str]:
     """What differs from `old` to `new`, one 'field: before -> after' line each (bookkeeping fields left out)."""
-    skip = {"name", "version", "saved", "saved_by", "note"}
     if old is None:
         return ["new recipe"]
     return [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}" for f in fields(Recipe)
-            if f.name not in skip and getattr(old, f.name) != getattr(new, f.name)]
+            if f.name not in _BOOKKEEPING and getattr(old, f.name) != getattr(new, f.name)]
+
+
+def changed_names(old: Recipe | None, new: Recipe) -> str:
+    """What a changeover changes, short enough for a status line ("model, thresholds, belt speed 900 -> 1500")."""
+    if old is None:
+        return "the first recipe since start"
+    names: list[str] = []
+    for f in fields(Recipe):
+        if f.name in _BOOKKEEPING or getattr(old, f.name) == getattr(new, f.name):
+            continue
+        label = (f"belt speed {old.belt_speed or 'as it was'} -> {new.belt_speed or 'as it was'}"
+                 if f.name == "belt_speed" else _SHORT_NAMES.get(f.name, f.name.replace("_", " ")))
+        if label not in names:
+            names.append(label)
+    return ", ".join(names) or "nothing but the version"
 
 
 def default_recipes_dir() -> Path:

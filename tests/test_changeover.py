@@ -58,7 +58,8 @@ def test_changeover_stops_the_belt_applies_the_recipe_and_the_station_comes_back
         assert belt.model.steps_per_s == 1500 and not belt.running  # the operator resumes, not the changeover
         assert dash.inspector.source.camera == {"exposure": -0.25}
         status = dash.status.cget("text")
-        assert "recipe flange version 1 in force" in status and "belt_speed: 900 -> 1500" in status
+        assert "recipe flange version 1 in force" in status
+        assert "changed: model, thresholds, rule, source, camera, belt speed 900 -> 1500" in status
         assert "belt stopped: Resume" in status
         pump(root, lambda: False, 0.3)
         screenshot(root, "dashboard_after_changeover")
