@@ -226,6 +226,9 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path], recipe=None) -
         raise
     if log is not None:
         outputs.append(LogOutput(log))
+        if recipe is not None:
+            log.audit("inspect", f"started with recipe {recipe.name} version {recipe.version} "
+                                 f"(model {bundle.info.model_id}) on {args.source}")
     outputs += publishers
     if args.source:  # a live line: tell when its good parts stop scoring like the calibration's
         outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
@@ -422,6 +425,13 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
                             "the proposal may pass defects; look at the histogram and the logged images, then "
                             "--force to write it anyway")
     backup = write_proposal(proposal, Path(args.write), bundle)
+    t = proposal.proposed
+    log = InspectionLog(Path(args.log_dir))
+    try:
+        log.audit("recalibrated", f"{args.write} for model {bundle.info.model_id}: density < {t.density:.6g} {t.rule} "
+                                  f"error > {t.reconstruction:.6g}, from {proposal.parts} logged parts")
+    finally:
+        log.close()
     kept = f" (the damaged file before it is kept as {backup})" if backup else ""
     print(f"thresholds written to {args.write}{kept}")
     return 0

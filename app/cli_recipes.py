@@ -133,6 +133,41 @@ def cmd_cameras(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_log_audit(args: argparse.Namespace) -> int:
+    import time
+
+    from app.inspection_log import InspectionLog
+
+    from app.settings import default_log_dir
+
+    args.log_dir = args.log_dir or str(default_log_dir())
+    if not (Path(args.log_dir) / "inspections.sqlite").is_file():
+        raise GutcheckError(f"{args.log_dir}: no inspection log there (inspections.sqlite)")
+    since = 0.0
+    if args.since:
+        from datetime import datetime
+
+        try:
+            since = datetime.fromisoformat(args.since).timestamp()
+        except ValueError:
+            raise GutcheckError(f"--since {args.since}: not an ISO 8601 time (2026-12-07 or 2026-12-07T06:00)") \
+                from None
+    log = InspectionLog(Path(args.log_dir))
+    try:
+        rows = log.audit_rows(since=since, limit=args.last)
+    finally:
+        log.close()
+    for row in rows:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(row["time"]))
+        if args.json:
+            print(json.dumps(dict(row, time=stamp)))
+        else:
+            print(f"{stamp}  {row['who']:<12} {row['action']:<16} {row['detail']}")
+    if not rows and not args.json:
+        print("no audit rows" + (f" since {args.since}" if args.since else ""))
+    return 0
+
+
 def add_parsers(sub, publish_help: str, parser_class: type) -> None:
     r = sub.add_parser("recipe", help="part recipes: model, thresholds, camera, belt speed, outputs",
                        description="A recipe is everything that makes the station inspect one part. Every save "
@@ -166,6 +201,16 @@ def add_parsers(sub, publish_help: str, parser_class: type) -> None:
     hist.set_defaults(func=cmd_recipe_history)
     for p in (save, lst, show, hist):
         p.add_argument("--recipes", help=RECIPES_HELP)
+
+    lg = sub.add_parser("log", help="read the inspection log", description="The inspection log's audit trail.")
+    lgs = lg.add_subparsers(dest="log_command", required=True, metavar="ACTION", parser_class=parser_class)
+    audit = lgs.add_parser("audit", help="who changed thresholds, recipes, models and the belt, and when")
+    audit.add_argument("--log-dir", help="inspection log folder (default: inspections/ here if there is one, else "
+                                         "in the user's data folder)")
+    audit.add_argument("--since", help="from this ISO 8601 time on (2026-12-07T06:00)")
+    audit.add_argument("--last", type=int, default=1000, help="at most this many rows (the newest; default 1000)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per row")
+    audit.set_defaults(func=cmd_log_audit)
 
     cams = sub.add_parser("cameras", help="the cameras connected, by number, name and stable id")
     cams.add_argument("--json", action="store_true")

@@ -20,7 +20,7 @@ import numpy as np
 import ttkbootstrap as ttk
 from PIL import Image, ImageTk
 
-from app.inspection_log import InspectionLog
+from app.inspection_log import AUDIT_COALESCE_S, InspectionLog
 from app.drift import DriftWatch, drift_watch
 from app.inspector import Inspector
 from app.outputs import ConveyorOutput, LogOutput
@@ -76,6 +76,8 @@ class Dashboard:
         self.station_source = source_spec  # the station's source; a recipe's camera settings go on top of it
         self._remember: dict[str, str] = {}  # ports to remember when the window closes
         self._settings_unreadable = False  # a damaged settings file is shown, and never replaced on closing
+        self._showing_thresholds = False  # thresholds put on screen by the program, not turned by a person
+        self._threshold_edit: tuple[Thresholds, float] | None = None  # where a run of edits started, and when
         self.runtime = runtime  # where the inspector's network runs (model_builder/runtime.py)
         self._runtime_shown: Inspector | None = None  # the inspector whose runtime the status line named
         self.publishers = list(publishers or [])  # outlive each inspection run; closed with the window
@@ -146,6 +148,7 @@ class Dashboard:
         tools = tk.Menu(menu, tearoff=False)
         tools.add_command(label="Calibration helper…", command=self.open_calibration)
         tools.add_command(label="Hardware check…", command=self.open_hardware_check)
+        tools.add_command(label="Audit trail…", command=self.open_audit)
         menu.add_cascade(label="File", menu=file_menu)
         menu.add_cascade(label="Tools", menu=tools)
         r.configure(menu=menu)
@@ -268,12 +271,39 @@ class Dashboard:
             thresholds = saved or bundle.thresholds
         self._show_thresholds(thresholds)
 
+    def audit(self, action: str, detail: str, coalesce: bool = False) -> None:
+        """One row of the audit trail in the inspection log (a trail that cannot be written is said)."""
+        try:
+            self.log.audit(action, detail, coalesce=coalesce)
+        except sqlite3.Error as exc:
+            self.message(f"cannot write the audit trail: {exc}", error=True)
+
+    def _audit_thresholds(self, old: Thresholds, new: Thresholds, how: str) -> None:
+        """A person changed the thresholds: one row per run of edits (spinbox clicks, a knob turned)."""
+        now = time.monotonic()
+        edit = self._threshold_edit
+        start = edit[0] if edit is not None and now - edit[1] <= AUDIT_COALESCE_S else old
+        self._threshold_edit = (start, now)
+        self.audit("thresholds", f"{how}: density < {start.density:.6g} -> {new.density:.6g}, error > "
+                                 f"{start.reconstruction:.6g} -> {new.reconstruction:.6g}, rule {start.rule} -> "
+                                 f"{new.rule}", coalesce=True)
+
+    def _operator_thresholds(self, new: Thresholds, how: str) -> None:
+        old = self.current_thresholds()
+        self._show_thresholds(new)
+        if old is not None and old != new:
+            self._audit_thresholds(old, new, how)
+
     def _show_thresholds(self, t: Thresholds) -> None:
         self._shown_thresholds = t  # the exact values behind the rounded ones on screen
-        self.density_var.set(round(t.density, 4))
-        self.recon_var.set(round(t.reconstruction, 6))
-        if self.rule_var.get() != t.rule:
-            self.rule_var.set(t.rule)
+        self._showing_thresholds = True
+        try:
+            self.density_var.set(round(t.density, 4))
+            self.recon_var.set(round(t.reconstruction, 6))
+            if self.rule_var.get() != t.rule:
+                self.rule_var.set(t.rule)
+        finally:
+            self._showing_thresholds = False
         if self.inspector is not None:
             self.inspector.set_thresholds(t)
         self._plots_stale = True
@@ -283,7 +313,10 @@ class Dashboard:
             return self.inspector.thresholds
         return self.bundle.thresholds if self.bundle else None
 
-    def apply_spinboxes(self) -> None:
+    def apply_spinboxes(self, by_person: bool = True) -> None:
+        """The thresholds on screen into force; `by_person` (a spinbox, the rule, Return) also audits them."""
+        if self._showing_thresholds:
+            return  # the program is putting thresholds on screen; it puts them into force itself
         try:
             density, error = float(self.density_var.get()), float(self.recon_var.get())
             shown = getattr(self, "_shown_thresholds", None)
@@ -295,7 +328,10 @@ class Dashboard:
             self.message("thresholds must be numbers", error=True)
             return
         if self.inspector is not None:
+            old = self.inspector.thresholds
             self.inspector.set_thresholds(t)
+            if by_person and old != t:
+                self._audit_thresholds(old, t, "set on screen")
         self._plots_stale = True
 
     def save_thresholds(self) -> None:
@@ -311,6 +347,8 @@ class Dashboard:
                 self.message(f"cannot save recipe {self.recipe.name}: {exc}", error=True)
                 return
             self.message(f"thresholds saved as recipe {self.recipe.name} version {self.recipe.version}")
+            self.audit("recipe saved", f"{self.recipe.name} version {self.recipe.version}: {t.density:.6g} {t.rule} "
+                                       f"{t.reconstruction:.6g}")
             return
         self.settings = replace(with_thresholds(self.settings, self.bundle, t),
                                 source=self.source_spec or self.settings.source)
@@ -321,6 +359,8 @@ class Dashboard:
             return
         kept = f"; the damaged file before it is kept as {backup}" if backup else ""
         self.message(f"thresholds saved to {self.settings_path}{kept}", error=bool(backup))
+        self.audit("thresholds saved", f"{self.settings_path} for model {self.bundle.info.model_id}: density < "
+                                       f"{t.density:.6g} {t.rule} error > {t.reconstruction:.6g}")
 
     def knob_proposal(self) -> tuple[float, float] | None:
         """Both knob positions mapped into the bundle's knob ranges (density, reconstruction error)."""
@@ -337,17 +377,21 @@ class Dashboard:
             self.message("no knob value to take (knob box not connected)", error=True)
             return
         t = replace(t, density=proposal[0]) if which == "density" else replace(t, reconstruction=proposal[1])
-        self._show_thresholds(t)
+        self._operator_thresholds(t, f"{which} knob taken")
         self.message(f"{which} threshold set from the knob")
 
     def resume_belt(self) -> None:
         if self.conveyor is None or not self.conveyor.resume():
             why = self.conveyor.holding if self.conveyor is not None and self.conveyor.holding else "not connected"
             self.message(f"cannot resume the belt: {why}", error=True)
+            return
+        self.audit("belt", "resumed")
 
     def stop_belt(self) -> None:
         if self.conveyor is None or not self.conveyor.stop_belt():
             self.message("conveyor not connected: stop the belt by hand", error=True)
+            return
+        self.audit("belt", "stopped")
 
     def _list_recipes(self) -> None:
         try:
@@ -405,6 +449,8 @@ class Dashboard:
         except (GutcheckError, OSError) as exc:
             self.message(f"cannot remember the recipe in {self.settings_path}: {exc}", error=True)
             return
+        self.audit("changeover", f"to recipe {recipe.name} version {recipe.version} (model {bundle.info.model_id}) "
+                                 f"in {self.changeover_s:.1f} s; changed: {what}")
         self.message(f"recipe {recipe.name} version {recipe.version} in force after {self.changeover_s:.1f} s "
                      f"(changed: {what}); belt stopped: Resume when the next part is in place")
 
@@ -426,6 +472,7 @@ class Dashboard:
             threading.Thread(target=lambda: [p.close(2.0) for p in old], daemon=True, name="outputs-close").start()
             self.recipe_var.set("")
         self._use_bundle(bundle)
+        self.audit("model", f"opened {bundle.info.model_id} from {bundle.path}")
         if self.source_spec:
             self.open_source(self.source_spec)
         self.message(f"model {bundle.info.model_id} loaded: {bundle.info.calibration.expectation()}")
@@ -445,7 +492,7 @@ class Dashboard:
         outputs = [LogOutput(self.log), *([ConveyorOutput(self.conveyor)] if self.conveyor is not None else []),
                    *self.publishers, *self.recipe_publishers, self.drift]
         self.inspector = Inspector(self.bundle, source, self.mode, outputs, runtime=self.runtime)
-        self.apply_spinboxes()  # the thresholds on screen are the ones in force
+        self.apply_spinboxes(by_person=False)  # the thresholds on screen are the ones in force
         self.inspector.start()
         self.message(f"inspecting {source.name}")
         return True
@@ -527,9 +574,32 @@ class Dashboard:
 
     def apply_calibration(self) -> None:
         if self.calibration and self.calibration["proposal"] is not None:
-            self._show_thresholds(self.calibration["proposal"])
+            self._operator_thresholds(self.calibration["proposal"], "calibration helper")
             self._drop_calibration()
             self.message("calibrated thresholds applied (Save keeps them)")
+
+    def open_audit(self, limit: int = 500) -> tk.Toplevel | None:
+        """Who changed what on this station, newest first (the inspection log's audit trail)."""
+        try:
+            rows = self.log.audit_rows(limit=limit)
+        except sqlite3.Error as exc:
+            self.message(f"cannot read the audit trail: {exc}", error=True)
+            return None
+        window = tk.Toplevel(self.root)
+        window.title("Audit trail")
+        tree = ttk.Treeview(window, columns=("who", "action", "detail"), height=18)
+        for col, text, width in (("#0", "time", 175), ("who", "who", 90), ("action", "action", 140),
+                                 ("detail", "what", 620)):
+            tree.heading(col, text=text)
+            tree.column(col, width=width, anchor="w")
+        for row in reversed(rows):
+            tree.insert("", "end", text=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"])),
+                        values=(row["who"], row["action"], row["detail"]))
+        tree.grid(row=0, column=0, sticky="nsew", padx=6, pady=6)
+        window.columnconfigure(0, weight=1)
+        window.rowconfigure(0, weight=1)
+        self.audit_tree = tree
+        return window
 
     # -- hardware check ---------------------------------------------------------------------------
     def open_hardware_check(self) -> None:
@@ -729,7 +799,7 @@ class Dashboard:
                 if self.follow_var.get() and t is not None and state == "connected":
                     new = replace(t, density=proposal[0], reconstruction=proposal[1])
                     if new != t:
-                        self._show_thresholds(new)
+                        self._operator_thresholds(new, "knobs followed")
         if self.conveyor is not None:
             state = self.conveyor.state()
             belt = BELT_STATES.get(self.conveyor.belt_state, "unknown")

@@ -5,6 +5,7 @@ loses at most the row in flight."""
 from __future__ import annotations
 
 import csv
+import os
 import sqlite3
 import threading
 import time
@@ -33,7 +34,16 @@ CREATE TABLE IF NOT EXISTS inspections (
     truth TEXT
 );
 CREATE INDEX IF NOT EXISTS inspections_time ON inspections (time);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 """
+AUDIT_COLUMNS = ("id", "time", "who", "action", "detail")
+AUDIT_COALESCE_S = 3.0  # one threshold turned in steps (spinbox clicks, a knob) is one row, not one per step
 COLUMNS = ("id", "time", "part_number", "verdict", "density", "reconstruction_error", "density_threshold",
            "reconstruction_threshold", "rule", "model_id", "source", "image", "truth")
 
@@ -87,6 +97,16 @@ def _check_existing(path: Path) -> None:
             raise sqlite3.DatabaseError(check)
     finally:
         db.close()
+
+
+def current_user() -> str:
+    """The name of the person logged in to this computer (what the audit trail records as who)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a service account without a name
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 class InspectionLog:
@@ -167,6 +187,28 @@ class InspectionLog:
         writer.writerows(rows)
         write_bytes_atomic(Path(path), buf.getvalue().encode())
         return len(rows)
+
+    def audit(self, action: str, detail: str, who: str = "", coalesce: bool = False) -> int:
+        """Record who did what to the station (thresholds, recipe, model, belt). With `coalesce`, the same
+        action again within AUDIT_COALESCE_S of the last row updates that row: `detail` is then the whole
+        change ("density threshold -60.7 -> -58.7" after two clicks), so pass it from the first value."""
+        now = time.time()
+        who = who or current_user()
+        with self._lock:
+            last = self.db.execute("SELECT id, time, who, action FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            if coalesce and last and last[3] == action and last[2] == who and now - last[1] <= AUDIT_COALESCE_S:
+                self.db.execute("UPDATE audit SET time=?, detail=? WHERE id=?", (now, detail, last[0]))
+                return int(last[0])
+            cur = self.db.execute("INSERT INTO audit (time, who, action, detail) VALUES (?,?,?,?)",
+                                  (now, who, action, detail))
+            return int(cur.lastrowid)
+
+    def audit_rows(self, since: float = 0.0, limit: int = 1000) -> list[dict]:
+        """The audit trail from time.time() `since` on, oldest first (at most the last `limit` rows)."""
+        with self._lock:
+            rows = self.db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE time >= ? ORDER BY id DESC "
+                                   "LIMIT ?", (since, limit)).fetchall()
+        return [dict(zip(AUDIT_COLUMNS, r)) for r in rows[::-1]]
 
     def close(self) -> None:
         with self._lock:

@@ -9,7 +9,6 @@ loaded again.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import tomli_w
 
+from app.inspection_log import current_user
 from capture.errors import GutcheckError
 from capture.imageio import folder_problem
 from capture.platforms import user_data_dir
@@ -192,17 +192,10 @@ class RecipeBook:
         version = (self._versions(recipe.name) or [0])[-1] + 1
         while True:
             saved = replace(recipe, version=version, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            saved_by=by or _user(), note=note)
+                            saved_by=by or current_user(), note=note)
             if _write_new(self._path(recipe.name, version), tomli_w.dumps(_to_toml(saved)).encode()):
                 return saved
             version += 1  # another station saved this version a moment ago: ours comes after it
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a service account without a name
-        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 def _to_toml(recipe: Recipe) -> dict:

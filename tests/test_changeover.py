@@ -127,3 +127,52 @@ def test_a_changeover_to_a_recipe_whose_model_was_replaced_keeps_the_belt_stoppe
         belt.close()
     del dash, root
     gc.collect()
+
+
+def test_the_audit_trail_records_who_changed_what_and_the_cli_and_window_show_it(xvfb_display, tiny_bundle,
+                                                                                 tmp_path):
+    import json
+    import time
+
+    import ttkbootstrap as ttk
+
+    from app.dashboard import Dashboard
+    from tests.test_cli import assert_one_line_error, gutcheck
+
+    belt = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
+    conveyor = ConveyorLink(belt.url).start()
+    root = ttk.Window(themename="flatly")
+    bundle = load_bundle(tiny_bundle)
+    dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log", bundle, "synthetic:seed=1,parts=400,fps=20",
+                     None, conveyor)
+    try:
+        t = bundle.thresholds
+        for step in (1, 2, 3):  # three spinbox clicks within a second: one row, from the first value to the last
+            dash.density_var.set(round(t.density + step, 4))
+            dash.apply_spinboxes()
+        dash.rule_var.set("and")  # the rule changed by a person
+        dash.resume_belt()
+        dash.stop_belt()
+        dash.save_thresholds()
+        window = dash.open_audit()
+        pump(root, lambda: False, 0.3)
+        screenshot(window, "audit_trail")
+        shown = [dash.audit_tree.item(i)["values"][1] for i in dash.audit_tree.get_children()]
+    finally:
+        dash.close()
+        belt.close()
+    rows = [json.loads(line) for line in gutcheck("log", "audit", "--log-dir", tmp_path / "log", "--json")
+            .stdout.splitlines()]
+    actions = [r["action"] for r in rows]
+    assert actions == ["thresholds", "belt", "belt", "thresholds saved"], rows
+    assert f"density < {t.density:.6g} -> {t.density + 3:.6g}" in rows[0]["detail"]
+    assert t.rule == "or" and "rule or -> and" in rows[0]["detail"]
+    assert [r["detail"] for r in rows[1:3]] == ["resumed", "stopped"]
+    assert all(r["who"] for r in rows) and rows[0]["time"].startswith(time.strftime("%Y-"))
+    assert shown == actions[::-1]  # the window: newest first
+    later = gutcheck("log", "audit", "--log-dir", tmp_path / "log", "--since", "2999-01-01")
+    assert later.returncode == 0 and "no audit rows since 2999-01-01" in later.stdout
+    assert_one_line_error(gutcheck("log", "audit", "--log-dir", tmp_path / "log", "--since", "yesterday"),
+                          "not an ISO 8601 time")
+    del dash, root
+    gc.collect()
