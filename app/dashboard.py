@@ -271,10 +271,10 @@ class Dashboard:
             thresholds = saved or bundle.thresholds
         self._show_thresholds(thresholds)
 
-    def audit(self, action: str, detail: str, coalesce: bool = False) -> None:
+    def audit(self, action: str, detail: str, coalesce: bool = False, who: str = "") -> None:
         """One row of the audit trail in the inspection log (a trail that cannot be written is said)."""
         try:
-            self.log.audit(action, detail, coalesce=coalesce)
+            self.log.audit(action, detail, who=who, coalesce=coalesce)
         except sqlite3.Error as exc:
             self.message(f"cannot write the audit trail: {exc}", error=True)
 
@@ -392,6 +392,35 @@ class Dashboard:
             self.message("conveyor not connected: stop the belt by hand", error=True)
             return
         self.audit("belt", "stopped")
+
+    def _serve_line_commands(self) -> None:
+        """Changeovers and stops the line asked for over MQTT (app/publish.py: LineCommand); each answered
+        and audited. Nothing else is taken from outside."""
+        from app.publish import LineCommand
+
+        for publisher in [*self.publishers, *self.recipe_publishers]:
+            commands = getattr(publisher, "commands", None)
+            while commands is not None and not commands.empty():
+                command = commands.get_nowait()
+                who = publisher.name
+                if not isinstance(command, LineCommand):
+                    publisher.answer(command, False, command)
+                    self.audit("line command", f"refused: {command}", who=who)
+                    self.message(f"a line command was refused: {command}", error=True)
+                elif command.command == "stop":
+                    stopped = self.conveyor is not None and self.conveyor.stop_belt()
+                    publisher.answer(command, stopped, "belt stopped" if stopped else "no conveyor connected")
+                    self.audit("line command", "stop: " + ("belt stopped" if stopped else "no conveyor"), who=who)
+                    self.message("the line stopped the belt" if stopped else "the line asked for a stop: "
+                                 "no conveyor connected", error=not stopped)
+                elif command.recipe not in self.recipes.names():
+                    publisher.answer(command, False, f"no recipe {command.recipe!r} at this station")
+                    self.audit("line command", f"refused: no recipe {command.recipe!r}", who=who)
+                else:
+                    publisher.answer(command, True, f"changing over to {command.recipe}")
+                    self.audit("line command", f"changeover to {command.recipe}", who=who)
+                    self.recipe_var.set(command.recipe)
+                    self.change_over(command.recipe)
 
     def _list_recipes(self) -> None:
         try:
@@ -705,6 +734,7 @@ class Dashboard:
                     self.hardware = None
             else:
                 self.message(str(value), error=True)
+        self._serve_line_commands()
         insp = self.inspector
         if insp is not None:
             while True:

@@ -5,7 +5,6 @@ loses at most the row in flight."""
 from __future__ import annotations
 
 import csv
-import os
 import sqlite3
 import threading
 import time
@@ -106,7 +105,7 @@ def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a service account without a name
-        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+        return "unknown user"
 
 
 class InspectionLog:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
 import re
 import socket
 import ssl
@@ -40,6 +41,39 @@ from capture.imageio import folder_problem, write_image_atomic
 
 MQTT_QOS = 1
 CONNECT_TIMEOUT_S = 5.0
+COMMAND_QUEUE = 100  # line commands waiting for the station; more are answered "busy", never piled up
+
+
+@dataclass(frozen=True)
+class LineCommand:
+    """What the line's controller may ask of a station over MQTT: a changeover or a stop. Never thresholds:
+    those are set at the station, by a person, and audited there."""
+
+    command: str  # "recipe" or "stop"
+    recipe: str = ""
+
+
+def parse_command(payload: bytes) -> LineCommand | str:
+    """The command in one message on prefix/<station>/command, or one line saying why it is refused
+    (a pure function of the bytes: `{"command": "recipe", "name": "flange"}`, `{"command": "stop"}`)."""
+    from app.recipes import check_name
+
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "not a JSON command"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    command = data.get("command")
+    if command == "stop":
+        return LineCommand("stop")
+    if command == "recipe":
+        try:
+            return LineCommand("recipe", check_name(data.get("name")))
+        except GutcheckError as exc:
+            return str(exc)
+    return (f"unknown command {str(command)[:40]!r}: a station takes only 'recipe' and 'stop' from the line "
+            "(thresholds are set at the station)")
 STATUS_FORMAT = "gutcheck-status/1"  # a webhook's online/offline record
 WEBHOOK_RETRIES_S = (0.5, 1.0, 2.0)  # waits between the tries of one POST, then it counts as failed
 
@@ -133,6 +167,9 @@ class MqttOutput(QueuedOutput):
         self.station = station
         self.topic = f"{self.prefix}/{station}/verdict"
         self.status_topic = f"{self.prefix}/{station}/status"
+        # the line's commands come in on the same authenticated connection (the broker's ACL says who may send)
+        self.command_topic = f"{self.prefix}/{station}/command"
+        self.commands: queue.Queue[LineCommand | str] = queue.Queue(COMMAND_QUEUE)
         self.name = f"mqtt {self.host}:{self.port}/{self.prefix}"
         options = _query(url)
         self.connected = threading.Event()
@@ -153,6 +190,7 @@ class MqttOutput(QueuedOutput):
                 raise GutcheckError(f"{self.url}: cannot use the TLS files ({exc.reason or exc})") from None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         self.client = client
         self._connect()
         super().__init__(maxsize)
@@ -179,7 +217,26 @@ class MqttOutput(QueuedOutput):
         if not reason_code.is_failure:
             self.connects += 1
             client.publish(self.status_topic, "online", qos=MQTT_QOS, retain=True)
+            client.subscribe(self.command_topic, qos=MQTT_QOS)  # again after every reconnect
             self.connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.topic != self.command_topic:
+            return
+        got = parse_command(message.payload)
+        try:
+            self.commands.put_nowait(got)
+        except queue.Full:
+            self.answer(got, False, "the station is busy with earlier commands")
+
+    def answer(self, command: LineCommand | str, accepted: bool, detail: str) -> None:
+        """The station's answer to a line command, on prefix/<station>/command/result."""
+        if self.connected.is_set():
+            name = command.command if isinstance(command, LineCommand) else "?"
+            body = {"command": name, **({"recipe": command.recipe} if isinstance(command, LineCommand) and
+                                       command.recipe else {}), "accepted": accepted, "detail": detail,
+                    "station": self.station, "time": time.time()}
+            self.client.publish(f"{self.command_topic}/result", json.dumps(body), qos=MQTT_QOS)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

@@ -16,6 +16,7 @@ from model_builder.bundle import load_bundle
 from tests.conftest import screenshot
 from tests.ptydevice import PtyDevice
 from tests.test_capture_window import pump
+from tests.test_publish import mosquitto_available  # noqa: F401  (a fixture)
 
 
 def test_changeover_stops_the_belt_applies_the_recipe_and_the_station_comes_back_in_it(xvfb_display, tiny_bundle,
@@ -174,5 +175,73 @@ def test_the_audit_trail_records_who_changed_what_and_the_cli_and_window_show_it
     assert later.returncode == 0 and "no audit rows since 2999-01-01" in later.stdout
     assert_one_line_error(gutcheck("log", "audit", "--log-dir", tmp_path / "log", "--since", "yesterday"),
                           "not an ISO 8601 time")
+    del dash, root
+    gc.collect()
+
+
+def test_the_line_changes_over_and_stops_over_mqtt_and_cannot_set_thresholds(xvfb_display, tiny_bundle, tmp_path,
+                                                                             mosquitto_available):
+    import json
+
+    import paho.mqtt.client as mqtt
+    import ttkbootstrap as ttk
+
+    from app.dashboard import Dashboard
+    from app.publish import LineCommand, MqttOutput, Secrets, parse_command
+    from tests.test_publish import Broker, Subscriber
+
+    assert parse_command(b'{"command": "stop"}') == LineCommand("stop")
+    assert parse_command(b'{"command": "recipe", "name": "flange"}') == LineCommand("recipe", "flange")
+    assert "only 'recipe' and 'stop'" in parse_command(b'{"command": "thresholds", "density": 1}')
+    assert parse_command(b"\xff") == "not a JSON command"
+    assert "bad recipe name" in parse_command(b'{"command": "recipe", "name": "../x"}')
+
+    bundle = load_bundle(tiny_bundle)
+    book = RecipeBook(tmp_path / "recipes")
+    book.save(Recipe("flange", model=str(tiny_bundle), model_id=bundle.info.model_id, belt_speed=1200,
+                     source="synthetic:seed=5,parts=400,fps=20"))
+    broker = Broker(tmp_path)
+    watcher = Subscriber(broker.port, "line")
+    belt = ConveyorSimulator(PtyDevice(tmp_path / "conveyor")).start()
+    conveyor = ConveyorLink(belt.url).start()
+    root = ttk.Window(themename="flatly")
+    publisher = MqttOutput(f"mqtt://127.0.0.1:{broker.port}/line", "st1", Secrets())
+    dash = Dashboard(root, tmp_path / "settings.toml", tmp_path / "log", bundle, "synthetic:seed=1,parts=400,fps=20",
+                     None, conveyor, publishers=[publisher], recipes=book, station="st1")
+    line = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="line-controller")
+    line.connect("127.0.0.1", broker.port)
+    line.loop_start()
+    try:
+        def send(body: dict) -> None:
+            line.publish("line/st1/command", json.dumps(body), qos=1).wait_for_publish(5)
+
+        def results() -> list[dict]:
+            return [json.loads(p) for t, p, _ in watcher.messages if t == "line/st1/command/result"]
+
+        dash.resume_belt()
+        assert pump(root, lambda: belt.running, 10)
+        send({"command": "thresholds", "density": -1e9, "error": 1e9})
+        assert pump(root, lambda: len(results()) == 1, 10)
+        assert results()[0]["accepted"] is False and dash.inspector.thresholds == bundle.thresholds
+        send({"command": "recipe", "name": "flange"})
+        assert pump(root, lambda: dash.recipe is not None and dash.recipe.name == "flange" and
+                    dash.inspector is not None, 30), dash.status.cget("text")
+        assert belt.model.steps_per_s == 1200 and not belt.running
+        dash.resume_belt()
+        assert pump(root, lambda: belt.running, 10)
+        send({"command": "stop"})
+        assert pump(root, lambda: not belt.running, 10)
+        assert pump(root, lambda: len(results()) == 3, 10)
+        assert [r["accepted"] for r in results()] == [False, True, True]
+        trail = [(r["who"], r["action"], r["detail"]) for r in dash.log.audit_rows()]
+        assert [a for _, a, _ in trail].count("line command") == 3 and ("changeover" in [a for _, a, _ in trail])
+        assert all(who.startswith("mqtt 127.0.0.1") for who, a, _ in trail if a == "line command")
+    finally:
+        line.loop_stop()
+        line.disconnect()
+        dash.close()
+        belt.close()
+        watcher.close()
+        broker.kill()
     del dash, root
     gc.collect()
