@@ -53,9 +53,9 @@ def cmd_recipe_save(args: argparse.Namespace) -> int:
         raise GutcheckError("give --density-threshold and --error-threshold together")
     if args.density_threshold is not None:
         recipe = replace(recipe, density_threshold=args.density_threshold, reconstruction_threshold=args.error_threshold)
-    for option, name in (("rule", "rule"), ("source", "source"), ("belt_speed", "belt_speed"), ("dataset", "dataset")):
-        if getattr(args, option) is not None:
-            recipe = replace(recipe, **{name: getattr(args, option)})
+    for name in ("rule", "source", "belt_speed"):
+        if getattr(args, name) is not None:
+            recipe = replace(recipe, **{name: getattr(args, name)})
     if args.dataset:
         recipe = replace(recipe, dataset=str(Path(args.dataset).resolve()))
     if args.camera is not None:

@@ -77,6 +77,7 @@ class Dashboard:
         self._remember: dict[str, str] = {}  # ports to remember when the window closes
         self._settings_unreadable = False  # a damaged settings file is shown, and never replaced on closing
         self._showing_thresholds = False  # thresholds put on screen by the program, not turned by a person
+        self._shown_thresholds: Thresholds | None = None  # the exact values behind the rounded ones on screen
         self._threshold_edit: tuple[Thresholds, float] | None = None  # where a run of edits started, and when
         self.runtime = runtime  # where the inspector's network runs (model_builder/runtime.py)
         self._runtime_shown: Inspector | None = None  # the inspector whose runtime the status line named
@@ -319,7 +320,7 @@ class Dashboard:
             return  # the program is putting thresholds on screen; it puts them into force itself
         try:
             density, error = float(self.density_var.get()), float(self.recon_var.get())
-            shown = getattr(self, "_shown_thresholds", None)
+            shown = self._shown_thresholds
             # untouched spinboxes keep the exact thresholds (a recipe's, the bundle's), not their rounding
             if shown is not None and (density, error) == (round(shown.density, 4), round(shown.reconstruction, 6)):
                 density, error = shown.density, shown.reconstruction

@@ -93,16 +93,15 @@ def apply_camera_settings(cap, settings: dict[str, float]) -> tuple[dict[str, fl
         backend = cap.getBackendName()
     except cv2.error:
         pass
+    auto_values = AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))  # the backend's off and on
     readback, problems = {}, []
     for name in sorted(settings, key=lambda n: (n not in AUTO_SWITCHES, n)):
         prop = CAMERA_SETTINGS[name][0]
         value = settings[name]
-        wanted = AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))[int(value)] if name == "auto_exposure" else value
-        took = bool(cap.set(prop, wanted))
+        took = bool(cap.set(prop, auto_values[int(value)] if name == "auto_exposure" else value))
         got = float(cap.get(prop))
-        if name == "auto_exposure":
-            got = 1.0 if abs(got - AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))[1]) < 1e-3 else \
-                (0.0 if abs(got - AUTO_EXPOSURE_VALUES.get(backend, (0.0, 1.0))[0]) < 1e-3 else got)
+        if name == "auto_exposure":  # back to 0 / 1 when it reads as the backend's off / on
+            got = next((float(i) for i, v in enumerate(auto_values) if abs(got - v) < 1e-3), got)
         readback[name] = got
         if not took or abs(got - value) > max(1e-3, 0.01 * abs(value)):
             problems.append(f"{name}={value:g} not taken (the camera reports {got:g})" if took
