@@ -209,6 +209,8 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path], recipe=None) -
     else:
         source = open_source(args.source)
         _camera_check(source, bundle.info.provenance.camera, args.strict)
+    if recipe is not None:  # each frame cut as the recipe's good parts were captured
+        source.framing = recipe.framing
     if args.settings and not Path(args.settings).is_file():
         raise GutcheckError(f"--settings {args.settings}: no such file (the publishers it lists would never open)")
     # the publishers first: a refused URL leaves no log folder and no conveyor link behind
@@ -231,8 +233,10 @@ def _inspect(args: argparse.Namespace, bundle, paths: list[Path], recipe=None) -
                                  f"(model {bundle.info.model_id}) on {args.source}")
     outputs += publishers
     if args.source:  # a live line: tell when its good parts stop scoring like the calibration's
-        outputs.append(drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr,
-                                                                           flush=True)))
+        watch = drift_watch(bundle, publishers, say=lambda m: print(f"gutcheck: {m}", file=sys.stderr, flush=True))
+        if log is not None:  # from where the line stopped: the log's last parts of this model
+            watch.prime(log)
+        outputs.append(watch)
     inspector = Inspector(bundle, source, args.mode, outputs, runtime=args.runtime)
     if recipe is not None:  # the recipe's thresholds: the settings file's belong to the station, not a part
         inspector.set_thresholds(recipe.thresholds(bundle))
@@ -300,6 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    from app.cli_recipes import parse_numbers
     from capture.framing import Framing
     from capture.session import CaptureSession, CaptureSettings, DatasetWriter
     from capture.sources import open_source
@@ -316,7 +321,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if not part:
         raise GutcheckError("give --part NAME (or --recipe NAME)")
     writer = DatasetWriter(datasets, part, args.split, args.label)
-    settings = CaptureSettings(mode=args.mode, interval_ms=args.interval, framing=Framing(crop=args.crop))
+    framing = Framing(tuple(roi) if (roi := parse_numbers(args.roi or "", "--roi", 4, int)) else None, args.crop)
+    if recipe is not None and (args.roi or args.crop):
+        raise GutcheckError(f"--roi and --crop: recipe {recipe.name} frames the parts (recipe save --roi/--crop)")
+    if recipe is not None:
+        framing = recipe.framing
+    settings = CaptureSettings(mode=args.mode, interval_ms=args.interval, framing=framing)
     if args.mode == "manual" and not args.window:
         raise GutcheckError("manual mode needs the window (--window): there is no button to press here")
     source = open_source(args.source or "cam:0", args.width, args.height, args.fps, args.backend)
@@ -391,6 +401,7 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 
 
 MAX_LAST = 10_000_000  # parts recalibrate may read; SQLite's LIMIT is a 64-bit integer
+WRITE_RECIPE = "\0recipe"  # `recalibrate --recipe NAME --write`: no file named, a new recipe version
 
 
 def cmd_recalibrate(args: argparse.Namespace) -> int:
@@ -400,40 +411,65 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     from model_builder.bundle import load_bundle
     from model_builder.metadata import check_target_frr
 
+    recipe = _recipe(args)
+    into_recipe = args.write == WRITE_RECIPE
+    if into_recipe and recipe is None:
+        raise GutcheckError("--write needs a SETTINGS file, or --recipe NAME to write a new version of that recipe")
+    if args.write and not into_recipe and recipe is not None:
+        raise GutcheckError(f"with --recipe, --write takes no file: the thresholds become a new version of recipe "
+                            f"{recipe.name}")
     if not (Path(args.log_dir) / "inspections.sqlite").is_file():
         raise GutcheckError(f"{args.log_dir}: no inspection log there (inspections.sqlite)")
     if args.target_frr is not None:
         check_target_frr(args.target_frr)
     if not 1 <= args.last <= MAX_LAST:
         raise GutcheckError(f"--last must be from 1 to {MAX_LAST}")
-    if args.write:
+    if args.write and not into_recipe:
         check_settings_target(Path(args.write))  # before anything is printed or written
-    bundle = load_bundle(Path(args.model))
+    if recipe is not None:
+        from app.recipes import recipe_bundle
+
+        bundle = recipe_bundle(recipe)
+    else:
+        bundle = load_bundle(Path(args.model))
     log = InspectionLog(Path(args.log_dir))
     try:
-        proposal = propose(bundle, log, target_frr=args.target_frr, limit=args.last)
+        proposal = propose(bundle, log, current=recipe.thresholds(bundle) if recipe else None,
+                           target_frr=args.target_frr, limit=args.last)
     finally:
         log.close()
     for line in proposal.lines():
         print(line)
     print(f"histogram: {save_histogram(proposal, Path(args.log_dir))}")
     if not args.write:
-        print("nothing written: run again with --write SETTINGS to use these thresholds")
+        print("nothing written: run again with --write SETTINGS (or --recipe NAME --write) to use these thresholds")
         return 0
+    target = f"recipe {recipe.name}" if into_recipe else args.write
     if proposal.large_shift and not args.force:  # a proposal that may pass defects is not written unseen
-        raise GutcheckError(f"not written to {args.write}: the parts moved more than {LARGE_SHIFT:g} spreads, so "
+        raise GutcheckError(f"not written to {target}: the parts moved more than {LARGE_SHIFT:g} spreads, so "
                             "the proposal may pass defects; look at the histogram and the logged images, then "
                             "--force to write it anyway")
-    backup = write_proposal(proposal, Path(args.write), bundle)
     t = proposal.proposed
+    kept = ""
+    if into_recipe:
+        from dataclasses import replace
+
+        from app.recipes import RecipeBook
+
+        saved = RecipeBook(Path(args.recipes) if args.recipes else None).save(
+            replace(recipe, density_threshold=t.density, reconstruction_threshold=t.reconstruction, rule=t.rule),
+            note=f"recalibrated from {proposal.parts} logged parts (version {recipe.version} before)")
+        target = f"recipe {saved.name} version {saved.version}"
+    else:
+        backup = write_proposal(proposal, Path(args.write), bundle)
+        kept = f" (the damaged file before it is kept as {backup})" if backup else ""
     log = InspectionLog(Path(args.log_dir))
     try:
-        log.audit("recalibrated", f"{args.write} for model {bundle.info.model_id}: density < {t.density:.6g} {t.rule} "
+        log.audit("recalibrated", f"{target} for model {bundle.info.model_id}: density < {t.density:.6g} {t.rule} "
                                   f"error > {t.reconstruction:.6g}, from {proposal.parts} logged parts")
     finally:
         log.close()
-    kept = f" (the damaged file before it is kept as {backup})" if backup else ""
-    print(f"thresholds written to {args.write}{kept}")
+    print(f"thresholds written to {target}{kept}")
     return 0
 
 
@@ -474,6 +510,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="gutcheck", description="Visual inspection that learns from good parts only.")
+    from app.cli_recipes import RECIPES_HELP, add_parsers as add_recipe_parsers
+
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     c = sub.add_parser("capture", help="film good parts and build a good-only image set",
@@ -490,6 +528,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--count", type=int, default=0, help="stop after this many saved images")
     c.add_argument("--split", choices=["train", "test"], default="train")
     c.add_argument("--label", default="good", help="good, or a defect name for test images")
+    c.add_argument("--roi", metavar="X,Y,W,H", help="cut this box from each frame first")
     c.add_argument("--crop", type=int, default=0, metavar="PX", help="centre a PX square on the part")
     c.add_argument("--width", type=int, default=1920)
     c.add_argument("--height", type=int, default=1080)
@@ -512,11 +551,16 @@ def parser() -> argparse.ArgumentParser:
                         description="Propose new thresholds from the last parts the inspection log holds as good for "
                                     "this model, at its false-reject target; a histogram beside the log; written to "
                                     "a settings file only with --write.")
-    rc.add_argument("--model", required=True, help="model bundle folder")
+    rc.add_argument("--model", help="model bundle folder (or --recipe)")
+    rc.add_argument("--recipe", metavar="NAME", help="the recipe's model and thresholds; with --write, a new version "
+                                                     "of the recipe holds the proposal")
+    rc.add_argument("--recipes", help=RECIPES_HELP)
     rc.add_argument("--log-dir", required=True, help="inspection log folder (inspections.sqlite)")
     rc.add_argument("--last", type=int, default=200, help="use the last N parts of this model (default 200)")
     rc.add_argument("--target-frr", type=float, help="false-reject rate (default: the bundle's calibration target)")
-    rc.add_argument("--write", metavar="SETTINGS", help="write the proposal into this settings file (TOML)")
+    rc.add_argument("--write", metavar="SETTINGS", nargs="?", const=WRITE_RECIPE,
+                    help="write the proposal into this settings file (TOML), or with --recipe (no file) into a new "
+                         "version of the recipe")
     rc.add_argument("--force", action="store_true",
                     help="with --write: write a proposal even when it warns that the parts moved very far")
     rc.set_defaults(func=cmd_recalibrate)
@@ -633,8 +677,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--station", default="", help="station name in published verdicts (default: the host's name)")
     d.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto", help=RUNTIME_HELP)
     d.set_defaults(func=cmd_dashboard)
-
-    from app.cli_recipes import RECIPES_HELP, add_parsers as add_recipe_parsers
 
     add_recipe_parsers(sub, PUBLISH_HELP, OneLineParser)
     for front in (c, i, d):

@@ -27,6 +27,20 @@ def parse_camera(text: str) -> dict[str, float]:
     return check_camera_settings(settings)
 
 
+def parse_numbers(text: str, option: str, count: int, kind: type = float) -> list:
+    """`10,20,300,200` as `count` numbers of `kind`; `none` (or nothing) is []."""
+    if text.strip().lower() in ("none", ""):
+        return []
+    items = [t.strip() for t in text.split(",")]
+    try:
+        if len(items) != count:
+            raise ValueError
+        return [kind(t) for t in items]
+    except ValueError:
+        raise GutcheckError(f"{option} {text!r}: expected {count} {'whole ' if kind is int else ''}numbers "
+                            "separated by commas, or none") from None
+
+
 def cmd_recipe_save(args: argparse.Namespace) -> int:
     from app.cli import _import_tensorflow_quietly
     from app.recipes import Recipe, RecipeBook, changes, check_name
@@ -60,6 +74,15 @@ def cmd_recipe_save(args: argparse.Namespace) -> int:
         recipe = replace(recipe, dataset=str(Path(args.dataset).resolve()))
     if args.camera is not None:
         recipe = replace(recipe, camera=parse_camera(args.camera))
+    if args.roi is not None:
+        recipe = replace(recipe, roi=parse_numbers(args.roi, "--roi", 4, int))
+    if args.crop is not None:
+        recipe = replace(recipe, crop=args.crop)
+    for key, text in (("density", args.knob_density), ("reconstruction", args.knob_error)):
+        if text is not None:
+            ranges = {k: v for k, v in recipe.knob_ranges.items() if k != key}
+            span = parse_numbers(text, f"--knob-{'density' if key == 'density' else 'error'}", 2)
+            recipe = replace(recipe, knob_ranges={**ranges, **({key: span} if span else {})})
     if args.publish is not None:
         from app.publish import checked_url
 
@@ -104,7 +127,10 @@ def cmd_recipe_show(args: argparse.Namespace) -> int:
     for key, value in asdict(recipe).items():
         shown = ("the model's own" if key.endswith("_threshold") and not value else
                  "the model's own" if key == "rule" and not value else
-                 "leave as is" if key == "belt_speed" and not value else value)
+                 "leave as is" if key == "belt_speed" and not value else
+                 "the whole frame" if key == "roi" and not value else
+                 "none" if key == "crop" and not value else
+                 "the model's own" if key == "knob_ranges" and not value else value)
         print(f"{key:<26} {shown}")
     return 0
 
@@ -184,6 +210,12 @@ def add_parsers(sub, publish_help: str, parser_class: type) -> None:
                       help="camera settings: exposure=-6,gain=0,focus=30,white_balance=4500,auto_exposure=0,"
                            "auto_focus=0,auto_white_balance=0 (none: clear)")
     save.add_argument("--belt-speed", type=int, metavar="STEPS_PER_S", help="sent to the conveyor at changeover")
+    save.add_argument("--roi", metavar="X,Y,W,H", help="cut this box from each frame first, when capturing and "
+                                                     "inspecting (none: the whole frame)")
+    save.add_argument("--crop", type=int, metavar="PX", help="then centre a PX square on the part (0: none)")
+    save.add_argument("--knob-density", metavar="LOW,HIGH", help="what the density knob spans (none: the model's; "
+                                                                 "write --knob-density=-90,-10 when it starts with -)")
+    save.add_argument("--knob-error", metavar="LOW,HIGH", help="what the error knob spans (none: the model's)")
     save.add_argument("--dataset", help="dataset folder `capture --recipe` records into")
     save.add_argument("--publish", action="append", metavar="URL", help=publish_help)
     save.add_argument("--note", help="why (default: what changed)")

@@ -364,11 +364,15 @@ class Dashboard:
                                        f"{t.density:.6g} {t.rule} error > {t.reconstruction:.6g}")
 
     def knob_proposal(self) -> tuple[float, float] | None:
-        """Both knob positions mapped into the bundle's knob ranges (density, reconstruction error)."""
+        """Both knob positions mapped into the knob ranges (density, reconstruction error)."""
         if self.knobs is None or self.knobs.latest is None or self.bundle is None:
             return None
-        r = self.bundle.knob_ranges
-        return (knob_value(self.knobs.latest.a, r["density"]), knob_value(self.knobs.latest.b, r["reconstruction"]))
+        return (knob_value(self.knobs.latest.a, self.knob_range("density")),
+                knob_value(self.knobs.latest.b, self.knob_range("reconstruction")))
+
+    def knob_range(self, key: str) -> list[float]:
+        """What the knob (and the bars and chart) span for `key`: the recipe's range, else the bundle's."""
+        return self.recipe.knob_range(self.bundle, key) if self.recipe is not None else self.bundle.knob_ranges[key]
 
     def take_knob(self, which: str) -> None:
         """The prototype's grab hand: the knob's value becomes the threshold."""
@@ -516,9 +520,15 @@ class Dashboard:
         except GutcheckError as exc:
             self.message(f"cannot open the source: {exc}", error=True)
             return False
+        if self.recipe is not None:  # each frame cut as the recipe's good parts were captured
+            source.framing = self.recipe.framing
         self._retire_inspector()
         self.source_spec = spec
         self.drift = drift_watch(self.bundle, self.publishers, say=lambda m: self._jobs.put(("drift", m)))
+        try:  # the watch goes on from the log's last parts of this model, not from zero
+            self.drift.prime(self.log)
+        except sqlite3.Error as exc:
+            self.message(f"cannot read the drift watch's recent parts from the log: {exc}", error=True)
         outputs = [LogOutput(self.log), *([ConveyorOutput(self.conveyor)] if self.conveyor is not None else []),
                    *self.publishers, *self.recipe_publishers, self.drift]
         self.inspector = Inspector(self.bundle, source, self.mode, outputs, runtime=self.runtime)
@@ -893,7 +903,7 @@ class Dashboard:
         for row, (name, value, threshold, bad_low, key) in enumerate((
                 ("density", v.density, t.density, True, "density"),
                 ("rec. error", v.error, t.reconstruction, False, "reconstruction"))):
-            lo, hi = self.bundle.knob_ranges[key]
+            lo, hi = self.knob_range(key)
             y = 6 + row * 26
 
             def x(val):
@@ -913,7 +923,7 @@ class Dashboard:
             return
         w, half = 480, CHART_HEIGHT // 2
         for row, (key, index, colour) in enumerate((("density", 0, "#1971c2"), ("reconstruction", 1, "#e8590c"))):
-            lo, hi = self.bundle.knob_ranges[key]
+            lo, hi = self.knob_range(key)
             top = row * half
 
             def y(val):

@@ -102,23 +102,46 @@ class DriftWatch(Output):
         self.history: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=2000)  # time, shifts
         self.latest: DriftState | None = None
         self._lock = threading.Lock()
+        self.model_id = ""  # the model whose logged parts `prime` reads back (for_bundle sets it)
 
     @classmethod
     def for_bundle(cls, bundle, **options) -> "DriftWatch":
-        return cls(*calibration_goods(bundle), bundle.good_statistics, **options)
+        watch = cls(*calibration_goods(bundle), bundle.good_statistics, **options)
+        watch.model_id = bundle.info.model_id
+        return watch
 
     def put(self, verdict: Verdict) -> None:
         self.sent += 1
-        finite = bool(np.isfinite(verdict.density) and np.isfinite(verdict.error))
+        self._observe(verdict.anomaly, verdict.density, verdict.error, verdict.thresholds, verdict.time)
+
+    def prime(self, log) -> int:
+        """Read back the last parts this model judged from the inspection log (a restarted station
+        watches its line from where it stopped, not from zero); says a drift they show through
+        `on_change`. Returns how many parts were read."""
+        parts = log.recent_inspections(self.model_id, self._recent.maxlen + self._line.maxlen
+                                       + self._rejects.maxlen) if self.model_id else []
+        on_change, self.on_change = self.on_change, None  # one message for the whole read-back, below
+        try:
+            for part in parts:
+                self._observe(part.anomaly, part.density, part.error,
+                              Thresholds(part.density_threshold, part.reconstruction_threshold, part.rule), part.time)
+        finally:
+            self.on_change = on_change
+        if self.latest is not None and self.latest.drifting and on_change is not None:
+            on_change(self.latest)
+        return len(parts)
+
+    def _observe(self, anomaly: bool, density: float, error: float, thresholds: Thresholds, when: float) -> None:
+        finite = bool(np.isfinite(density) and np.isfinite(error))
         with self._lock:
             if len(self._rejects) == self._rejects.maxlen and not (self.latest and self.latest.drifting):
                 self._line.append(self._rejects[0])  # a drifting stretch is not the line's own rate
-            self._rejects.append(verdict.anomaly)
-            if not verdict.anomaly and finite:
-                self._recent.append((verdict.density, verdict.error))
+            self._rejects.append(anomaly)
+            if not anomaly and finite:
+                self._recent.append((density, error))
             if len(self._rejects) < self.min_parts or not len(self.reference[0]):
                 return
-            state = self.assess(np.array(self._recent).reshape(-1, 2), verdict.thresholds,
+            state = self.assess(np.array(self._recent).reshape(-1, 2), thresholds,
                                 float(np.mean(self._rejects)), self._line_rate())
             previous = self.latest
             # drift ends only after CLEAR_PARTS parts in a row without it: a state at the edge of a
@@ -127,7 +150,7 @@ class DriftWatch(Output):
             if previous is not None and previous.drifting and not state.drifting and self._clear_parts < CLEAR_PARTS:
                 state = replace(state, drifting=True)
             self.latest = state
-            self.history.append((verdict.time, state.density_shift, state.error_shift))
+            self.history.append((when, state.density_shift, state.error_shift))
         started_or_ended = (previous is None and state.drifting) or \
             (previous is not None and previous.drifting != state.drifting)
         if started_or_ended and self.on_change is not None:

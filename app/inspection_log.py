@@ -168,6 +168,15 @@ class InspectionLog:
         scores = np.array(rows[::-1], dtype=float).reshape(-1, 3)
         return scores[:, 0], scores[:, 1], scores[:, 2].astype(bool)
 
+    def recent_inspections(self, model_id: str, limit: int = 500) -> list[Inspection]:
+        """The last `limit` parts inspected by model `model_id`, oldest first, as the log keeps them."""
+        with self._lock:
+            rows = self.db.execute("SELECT part_number, verdict='anomaly', density, reconstruction_error, "
+                                   "density_threshold, reconstruction_threshold, rule, model_id, source, truth, time "
+                                   "FROM inspections WHERE model_id=? ORDER BY id DESC LIMIT ?",
+                                   (model_id, limit)).fetchall()
+        return [Inspection(r[0], bool(r[1]), *r[2:]) for r in rows[::-1]]
+
     def model_ids(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self.db.execute("SELECT DISTINCT model_id FROM inspections").fetchall()]

@@ -20,6 +20,7 @@ import tomli_w
 
 from app.inspection_log import current_user
 from capture.errors import GutcheckError
+from capture.framing import Framing
 from capture.imageio import folder_problem
 from capture.platforms import user_data_dir
 from model_builder.scoring import RULES, Thresholds, finite_number
@@ -28,6 +29,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 VERSION_FILE = re.compile(r"v(\d{4,})\.toml")
 BELT_SPEEDS = (50, 4000)  # steps/s the conveyor takes ($P, docs/protocols.md); 0 = leave the belt's speed
 WORKING_FOLDER_RECIPES = Path("recipes")
+KNOBS = ("density", "reconstruction")  # the knob box's two potentiometers, as Bundle.knob_ranges names them
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Recipe:
     source: str = ""  # cam:N, cam:NAME, synthetic:, ... ("" = what the front end is given)
     camera: dict[str, float] = field(default_factory=dict)  # exposure, gain, focus, ... (capture.sources)
     belt_speed: int = 0  # steps/s sent to the conveyor at changeover; 0 = leave it as it is
+    roi: list[int] = field(default_factory=list)  # [x, y, w, h] cut from each frame first ([] = the whole frame)
+    crop: int = 0  # then a crop-pixel square centred on the part (0 = none): capture.framing.Framing
+    knob_ranges: dict[str, list[float]] = field(default_factory=dict)  # density / reconstruction: [low, high]
     dataset: str = ""  # where `capture --recipe` records good parts
     publish: list[str] = field(default_factory=list)  # publisher URLs (app/publish.py), added to the station's
     version: int = 0  # 0: not saved yet
@@ -56,6 +61,15 @@ class Recipe:
         return Thresholds(self.density_threshold if own else bundle.thresholds.density,
                           self.reconstruction_threshold if own else bundle.thresholds.reconstruction,
                           self.rule or bundle.thresholds.rule)
+
+    @property
+    def framing(self) -> Framing:
+        """How each frame is cut before the model sees it: as the recipe's good parts were captured."""
+        return Framing(tuple(self.roi) if self.roi else None, self.crop)
+
+    def knob_range(self, bundle, key: str) -> list[float]:
+        """The [low, high] the knob `key` (density, reconstruction) spans: the recipe's, else the bundle's."""
+        return list(self.knob_ranges.get(key) or bundle.knob_ranges[key])
 
     def source_spec(self, given: str = "") -> str:
         """The source to open: `given` (a command line's) or the recipe's, with the recipe's camera settings
@@ -86,6 +100,8 @@ class Recipe:
                 self.belt_speed == 0 or BELT_SPEEDS[0] <= self.belt_speed <= BELT_SPEEDS[1]):
             raise GutcheckError(f"recipe {self.name}: belt_speed must be 0 (leave it) or {BELT_SPEEDS[0]}-"
                                 f"{BELT_SPEEDS[1]} steps/s, not {self.belt_speed!r}")
+        self.roi, self.crop = check_framing(self.name, self.roi, self.crop)
+        self.knob_ranges = check_knob_ranges(self.name, self.knob_ranges)
         if not isinstance(self.camera, dict):
             raise GutcheckError(f"recipe {self.name}: camera must be a table of settings")
         from capture.sources import check_camera_settings
@@ -94,6 +110,44 @@ class Recipe:
         if not (isinstance(self.publish, list) and all(isinstance(u, str) for u in self.publish)):
             raise GutcheckError(f"recipe {self.name}: publish must be a list of URLs")
         return self
+
+
+MAX_FRAME_PX = 16384  # no camera frame is wider or taller
+
+
+def _whole(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GutcheckError(f"{what} must be a whole number of pixels, not {value!r}")
+    return value
+
+
+def check_framing(name: str, roi, crop) -> tuple[list[int], int]:
+    """A recipe's ROI ([x, y, w, h], or [] for none) and crop, checked."""
+    if not isinstance(roi, (list, tuple)) or len(roi) not in (0, 4):
+        raise GutcheckError(f"recipe {name}: roi must be [x, y, w, h] or empty, not {roi!r}")
+    roi = [_whole(v, f"recipe {name}: roi") for v in roi]
+    if roi and not (roi[0] >= 0 and roi[1] >= 0 and 0 < roi[2] <= MAX_FRAME_PX and 0 < roi[3] <= MAX_FRAME_PX
+                    and roi[0] + roi[2] <= MAX_FRAME_PX and roi[1] + roi[3] <= MAX_FRAME_PX):
+        raise GutcheckError(f"recipe {name}: roi {roi} is not a box in a frame (x, y >= 0; w, h > 0)")
+    crop = _whole(crop, f"recipe {name}: crop")
+    if not 0 <= crop <= MAX_FRAME_PX:
+        raise GutcheckError(f"recipe {name}: crop must be 0 (none) to {MAX_FRAME_PX} pixels, not {crop}")
+    return roi, crop
+
+
+def check_knob_ranges(name: str, ranges) -> dict[str, list[float]]:
+    """A recipe's knob ranges: {density: [low, high], reconstruction: [low, high]}, either or both."""
+    if not isinstance(ranges, dict) or set(ranges) - set(KNOBS):
+        raise GutcheckError(f"recipe {name}: knob_ranges takes {' and '.join(KNOBS)}, each [low, high]")
+    out = {}
+    for key, pair in ranges.items():
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise GutcheckError(f"recipe {name}: knob_ranges.{key} must be [low, high]")
+        lo, hi = (finite_number(v, f"recipe {name}: knob_ranges.{key}") for v in pair)
+        if not lo < hi:
+            raise GutcheckError(f"recipe {name}: knob_ranges.{key}: low {lo:g} is not below high {hi:g}")
+        out[key] = [lo, hi]
+    return out
 
 
 def _number_text(value: float) -> str:
@@ -107,7 +161,7 @@ def check_name(name: str) -> str:
     return name
 
 
-_SHORT_NAMES = {"model_id": "model", "density_threshold": "thresholds", "reconstruction_threshold": "thresholds"}
+_SHORT_NAMES = {"model_id": "model", "roi": "framing", "crop": "framing", "density_threshold": "thresholds", "reconstruction_threshold": "thresholds"}
 _BOOKKEEPING = {"name", "version", "saved", "saved_by", "note"}
 
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from capture.errors import GutcheckError
+from capture.framing import Framing
 from capture.imageio import list_images, read_image, to_bgr8
 
 BACKENDS = {"auto": cv2.CAP_ANY, "dshow": cv2.CAP_DSHOW, "msmf": cv2.CAP_MSMF, "v4l2": cv2.CAP_V4L2,
@@ -135,6 +136,7 @@ class Source:
         self.camera: dict[str, float] = {}  # the camera settings asked for (CAMERA_SETTINGS)
         self.camera_readback: dict[str, float] = {}  # what the camera reports for them once open
         self.camera_problems: list[str] = []  # one line per setting it did not take
+        self.framing = Framing()  # cut from every frame as it is read (a recipe's ROI and crop)
 
     def _grab(self) -> tuple[np.ndarray, dict] | None:
         raise NotImplementedError
@@ -144,6 +146,8 @@ class Source:
         if got is None:
             return None
         image, meta = got
+        if not self.framing.is_identity:  # a ROI that does not fit the frame is a one-line GutcheckError
+            image = self.framing.apply(image)
         frame = Frame(image, self.frames, time.time(), meta)
         self.frames += 1
         return frame

@@ -159,44 +159,104 @@ def test_the_pipeline_feeds_the_watch_and_a_light_change_moves_the_good_parts(ti
     assert shifts[1.5].reject_rate > shifts[1.0].reject_rate
 
 
-def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_bundle, tmp_path):
-    """The log gives new thresholds; the settings file is only
-    touched with --write, and then keeps its other settings."""
-    import subprocess
-    import sys
-
+def logged_line(bundle, folder, parts: int = 90):
+    """An inspection log of `parts` synthetic good parts judged by `bundle`."""
     from app.inspection_log import InspectionLog
     from app.outputs import LogOutput
 
-    bundle = load_bundle(tiny_bundle)
-    log = InspectionLog(tmp_path / "log")
-    inspector = Inspector(bundle, SyntheticSource(seed=5, parts=90, defects=0.0), "part",
-                          [LogOutput(log)])
+    log = InspectionLog(folder)
+    inspector = Inspector(bundle, SyntheticSource(seed=5, parts=parts, defects=0.0), "part", [LogOutput(log)])
     inspector.run()
     inspector.close_outputs()
     log.close()
+    return folder
+
+
+def test_recalibrate_proposes_from_logged_goods_and_writes_only_when_asked(tiny_bundle, tmp_path, capsys):
+    """The log gives new thresholds; the settings file is only touched with --write, and then keeps its
+    other settings; with --recipe the proposal is the recipe's next version, which inspection then uses."""
+    from app.cli import main
+    from app.inspection_log import InspectionLog
+    from app.recipes import Recipe, RecipeBook
+    from app.settings import load_settings
+
+    bundle = load_bundle(tiny_bundle)
+    log_dir = logged_line(bundle, tmp_path / "log")
     settings = tmp_path / "gutcheck-settings.toml"
     settings.write_text('source = "cam:1"\n')
 
-    def gutcheck(*args):
-        return subprocess.run([sys.executable, "-m", "app.cli", "recalibrate", "--model", str(tiny_bundle),
-                               "--log-dir", str(tmp_path / "log"), *args], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=300)
+    def recalibrate(*args) -> tuple[int, str, str]:
+        capsys.readouterr()
+        rc = main(["recalibrate", "--log-dir", str(log_dir), *map(str, args)])
+        out, err = capsys.readouterr()
+        return rc, out, err
 
-    proc = gutcheck()
-    print("\n" + proc.stdout)
-    assert proc.returncode == 0, proc.stderr
-    assert "proposed: density <" in proc.stdout and "nothing written" in proc.stdout
+    rc, out, err = recalibrate("--model", tiny_bundle)
+    print("\n" + out)
+    assert rc == 0, err
+    assert "proposed: density <" in out and "nothing written" in out
     assert settings.read_text() == 'source = "cam:1"\n'
-    assert list((tmp_path / "log").glob("recalibration-*.png"))
-    proc = gutcheck("--write", str(settings))
-    assert proc.returncode == 0, proc.stderr
-    from app.settings import load_settings
-
+    assert list(log_dir.glob("recalibration-*.png"))
+    rc, out, err = recalibrate("--model", tiny_bundle, "--write", settings)
+    assert rc == 0, err
     written = load_settings(settings)
     assert written.source == "cam:1" and written.density_threshold != 0.0 and written.model == str(tiny_bundle)
-    missing = gutcheck("--log-dir", str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "no inspection log there" in missing.stderr
+    rc, _, err = recalibrate("--model", tiny_bundle, "--log-dir", tmp_path / "nowhere")
+    assert rc == 2 and "no inspection log there" in err
+
+    book = RecipeBook(tmp_path / "recipes")
+    book.save(Recipe("nut", model=str(tiny_bundle), model_id=bundle.info.model_id, belt_speed=900))
+    rc, out, err = recalibrate("--recipe", "nut", "--recipes", book.folder, "--write")
+    assert rc == 0, err
+    assert "thresholds written to recipe nut version 2" in out
+    new = book.load("nut")
+    assert (new.version, new.belt_speed) == (2, 900) and new.note.startswith("recalibrated from 90 logged parts")
+    assert new.density_threshold == written.density_threshold  # the same proposal, into the recipe
+    assert new.thresholds(bundle).reconstruction == written.reconstruction_threshold
+    assert book.load("nut", 1).density_threshold == 0.0  # the version before stays
+    log = InspectionLog(log_dir)
+    assert [r["detail"].split(" for ")[0] for r in log.audit_rows() if r["action"] == "recalibrated"] == \
+        [str(settings), "recipe nut version 2"]
+    log.close()
+    for args, message in ((("--model", tiny_bundle, "--write"), "--write needs a SETTINGS file"),
+                          (("--recipe", "nut", "--recipes", book.folder, "--write", settings), "takes no file"),
+                          (("--recipe", "nut", "--recipes", book.folder, "--model", tiny_bundle), "not both")):
+        rc, _, err = recalibrate(*args)
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert book.load("nut").version == 2
+
+
+def test_a_restarted_watch_reads_its_recent_parts_back_from_the_log(tiny_bundle, tmp_path):
+    """The drift watch of a restarted station carries on from the log's last parts of its model: a line
+    that was drifting when it stopped is drifting at once, said once; an unmoved line is not."""
+    from app.inspection_log import Inspection, InspectionLog
+
+    bundle = load_bundle(tiny_bundle)
+    t, stats = bundle.thresholds, bundle.good_statistics
+    rng = np.random.default_rng(4)
+    log = InspectionLog(tmp_path / "log")
+    for i in range(120):
+        moved = i >= 40  # the light changed at part 40: the goods moved 3 spreads down in density
+        d = stats.density_median - (3.0 if moved else 0.0) * stats.density_spread + rng.normal(0, 0.2) * \
+            stats.density_spread
+        log.add(Inspection(i, False, float(d), stats.error_median, t.density, t.reconstruction, t.rule,
+                           bundle.info.model_id, "test"))
+    log.add(Inspection(0, True, 0.0, 0.0, t.density, t.reconstruction, t.rule, "another-model", "test"))
+    said = []
+    watch = drift_watch(bundle, [], say=said.append)
+    assert watch.prime(log) == 120  # this model's parts only
+    assert watch.latest.drifting and len(said) == 1 and said[0].startswith("DRIFT")
+    assert watch.latest.density_shift < -2.5 and watch.sent == 0
+    unmoved = InspectionLog(tmp_path / "unmoved")
+    for i in range(60):
+        unmoved.add(Inspection(i, False, stats.density_median + rng.normal(0, 0.2) * stats.density_spread,
+                               stats.error_median, t.density, t.reconstruction, t.rule, bundle.info.model_id, "t"))
+    calm = drift_watch(bundle, [], say=said.append)
+    assert calm.prime(unmoved) == 60 and not calm.latest.drifting and len(said) == 1
+    fresh = drift_watch(bundle, [], say=said.append)
+    assert fresh.prime(InspectionLog(tmp_path / "empty")) == 0 and fresh.latest is None
+    log.close()
+    unmoved.close()
 
 
 def test_the_proposal_follows_the_good_parts_and_warns_when_they_moved_very_far(tiny_bundle, tmp_path):

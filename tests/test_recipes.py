@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from app.recipes import Recipe, RecipeBook, changes
 from capture.errors import GutcheckError
+from capture.imageio import read_image
 from model_builder.bundle import load_bundle
 from model_builder.dataset import load_test
 from tests.test_cli import assert_one_line_error, gutcheck
@@ -40,9 +42,15 @@ def test_every_save_is_a_new_version_and_the_earlier_ones_stay(tmp_path):
     (Recipe("a", camera={"exposur": 1}), "unknown camera setting 'exposur'"),
     (Recipe("a", camera={"auto_exposure": 0.5}), "0 (off) or 1 (on)"),
     (Recipe("a", density_threshold=float("nan"), reconstruction_threshold=1.0), "density_threshold"),
+    (Recipe("a", roi=[0, 0, 0, 10]), "roi [0, 0, 0, 10] is not a box"),
+    (Recipe("a", roi=[0, 0, 10]), "roi must be [x, y, w, h]"),
+    (Recipe("a", roi=[0.5, 0, 10, 10]), "roi must be a whole number"),
+    (Recipe("a", crop=-1), "crop must be 0"),
+    (Recipe("a", knob_ranges={"density": [1.0, 0.0]}), "low 1 is not below high 0"),
+    (Recipe("a", knob_ranges={"speed": [0.0, 1.0]}), "knob_ranges takes density and reconstruction"),
 ])
 def test_a_bad_recipe_is_refused_before_anything_is_written(tmp_path, recipe, message):
-    with pytest.raises(GutcheckError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(GutcheckError, match=re.escape(message)):
         RecipeBook(tmp_path).save(recipe)
     assert not any(tmp_path.rglob("*.toml"))
 
@@ -145,13 +153,58 @@ def test_capture_with_a_recipe_records_into_its_dataset_through_its_camera(tmp_p
     book = RecipeBook(tmp_path / "recipes")
     dataset = tmp_path / "datasets" / "bracket"
     book.save(Recipe("bracket", model="/m", model_id="m", source="synthetic:seed=3,parts=5", dataset=str(dataset),
-                     camera={"exposure": -0.5, "auto_exposure": 0.0}))
+                     camera={"exposure": -0.5, "auto_exposure": 0.0}, roi=[30, 20, 200, 180]))
     run = gutcheck("capture", "--recipe", "bracket", "--recipes", book.folder, "--count", "2")
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in (dataset / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["camera"] == {"auto_exposure": 0.0, "exposure": -0.5} for r in records)
-    assert len(list((dataset / "train" / "good").iterdir())) == 2
+    assert all(r["framing"] == {"roi": [30, 20, 200, 180], "crop": 0} for r in records)
+    saved = sorted((dataset / "train" / "good").iterdir())
+    assert len(saved) == 2 and all(read_image(p).shape[:2] == (180, 200) for p in saved)  # cut as the recipe says
+    assert_one_line_error(gutcheck("capture", "--recipe", "bracket", "--recipes", book.folder, "--crop", "100"),
+                          "recipe bracket frames the parts")
     assert_one_line_error(gutcheck("capture", "--recipe", "bracket", "--recipes", book.folder, "--part", "other"),
                           "--part other: recipe bracket records into")
     book.save(Recipe("nodata", model="/m", model_id="m"))
     assert_one_line_error(gutcheck("capture", "--recipe", "nodata", "--recipes", book.folder), "has no dataset")
+
+
+def test_a_recipe_cuts_every_frame_and_spans_its_own_knob_ranges(tiny_bundle, tmp_path):
+    """The recipe's ROI and crop frame what inspection reads, as capture framed the good parts; its knob
+    ranges replace the model's where it has them."""
+    from capture.sources import open_source
+
+    book = RecipeBook(tmp_path)
+    bundle = load_bundle(tiny_bundle)
+    saved = book.save(Recipe("b", model=str(tiny_bundle), model_id=bundle.info.model_id, roi=[16, 8, 128, 96],
+                             knob_ranges={"density": [-200.0, 10.0]}))
+    recipe = book.load("b")
+    assert (recipe.roi, recipe.crop, recipe.knob_ranges) == ([16, 8, 128, 96], 0, {"density": [-200.0, 10.0]})
+    assert recipe == saved
+    assert recipe.knob_range(bundle, "density") == [-200.0, 10.0]
+    assert recipe.knob_range(bundle, "reconstruction") == bundle.knob_ranges["reconstruction"]
+    source = open_source("synthetic:seed=1,parts=2")
+    whole = source.read().image
+    source.framing = recipe.framing
+    cut = source.read().image
+    assert whole.shape[:2] == (256, 256) and cut.shape[:2] == (96, 128)
+    too_big = open_source("synthetic:seed=1,parts=2")
+    too_big.framing = Recipe("c", roi=[200, 0, 100, 100]).framing
+    with pytest.raises(GutcheckError, match="does not fit in a 256x256 image"):
+        too_big.read()
+
+
+def test_recipe_save_sets_and_clears_framing_and_knob_ranges(tiny_bundle, tmp_path):
+    from app.cli import main
+
+    args = ["recipe", "save", "p", "--recipes", str(tmp_path)]
+    assert main([*args, "--model", str(tiny_bundle), "--roi", "1,2,30,40", "--crop", "24",
+                 "--knob-error", "0,0.5"]) == 0
+    r = RecipeBook(tmp_path).load("p")
+    assert (r.roi, r.crop, r.knob_ranges) == ([1, 2, 30, 40], 24, {"reconstruction": [0.0, 0.5]})
+    assert main([*args, "--roi", "none", "--knob-error", "none", "--knob-density=-90,-10"]) == 0
+    r = RecipeBook(tmp_path).load("p")
+    assert (r.version, r.roi, r.crop, r.knob_ranges) == (2, [], 24, {"density": [-90.0, -10.0]})
+    assert "roi: [1, 2, 30, 40] -> []" in r.note and "knob_ranges" in r.note
+    assert main([*args, "--roi", "1,2,3"]) == 2 and main([*args, "--knob-density", "5,1"]) == 2
+    assert RecipeBook(tmp_path).load("p").version == 2  # nothing written by the refused saves
